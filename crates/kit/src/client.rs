@@ -1,0 +1,278 @@
+//! The HTTP client services use to call each other: instances from a comma-separated URL list,
+//! round-robin with fail-over on connection errors, explicit timeouts, and the caller's request
+//! id and trace context on every call.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use crate::config::{ConfigError, Origin};
+use crate::context::RequestContext;
+use crate::problem::Problem;
+
+#[derive(Debug, Clone, Copy)]
+pub struct ClientTimeouts {
+    pub connect: Duration,
+    pub total: Duration,
+}
+
+impl Default for ClientTimeouts {
+    fn default() -> Self {
+        ClientTimeouts { connect: Duration::from_millis(500), total: Duration::from_secs(5) }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("{service} is unreachable: {reason}")]
+    Unreachable { service: &'static str, reason: String },
+    #[error("{service} did not answer in time")]
+    Timeout { service: &'static str },
+    #[error("{service} answered {status}")]
+    Status { service: &'static str, status: StatusCode, problem: Option<Problem> },
+    #[error("{service} sent an answer that could not be read: {reason}")]
+    Decode { service: &'static str, reason: String },
+}
+
+impl UpstreamError {
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            UpstreamError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub fn problem(&self) -> Option<&Problem> {
+        match self {
+            UpstreamError::Status { problem, .. } => problem.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// What our own client should see when a dependency failed: a dependency being down is
+    /// 503 (try again), a dependency misbehaving is 502.
+    pub fn to_problem(&self) -> Problem {
+        match self {
+            UpstreamError::Unreachable { service, .. } | UpstreamError::Timeout { service } => {
+                Problem::unavailable(format!("The {service} service is not available right now."), 2)
+            }
+            UpstreamError::Status { service, status, .. } if status.is_server_error() => {
+                Problem::unavailable(format!("The {service} service failed to answer."), 2)
+            }
+            UpstreamError::Status { service, status, problem } => problem.clone().unwrap_or_else(|| {
+                Problem::new(StatusCode::BAD_GATEWAY, "bad-gateway", "Bad gateway")
+                    .detail(format!("The {service} service answered {status}."))
+            }),
+            UpstreamError::Decode { service, .. } => {
+                Problem::new(StatusCode::BAD_GATEWAY, "bad-gateway", "Bad gateway")
+                    .detail(format!("The {service} service sent an unreadable answer."))
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ServiceClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    service: &'static str,
+    http: reqwest::Client,
+    bases: Vec<Url>,
+    next: AtomicUsize,
+}
+
+impl std::fmt::Debug for ServiceClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceClient")
+            .field("service", &self.inner.service)
+            .field("bases", &self.inner.bases.iter().map(Url::as_str).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Parses `http://a:1,http://b:2` into base URLs, naming `key` when one is malformed.
+pub fn parse_instance_list(key: &str, value: &str, origin: Origin) -> Result<Vec<Url>, ConfigError> {
+    let mut out = Vec::new();
+    for part in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let url = Url::parse(part).map_err(|e| ConfigError::invalid(key, value, origin, format!("{part:?}: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(ConfigError::invalid(
+                key,
+                value,
+                origin,
+                format!("{part:?} is not an http(s) URL with a host"),
+            ));
+        }
+        out.push(url);
+    }
+    if out.is_empty() {
+        return Err(ConfigError::invalid(key, value, origin, "no URL given"));
+    }
+    Ok(out)
+}
+
+impl ServiceClient {
+    pub fn new(service: &'static str, bases: Vec<Url>, timeouts: ClientTimeouts) -> Self {
+        assert!(!bases.is_empty(), "a service client needs at least one instance");
+        let http = reqwest::Client::builder()
+            .connect_timeout(timeouts.connect)
+            .timeout(timeouts.total)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .no_proxy()
+            .build()
+            .expect("reqwest client with static settings");
+        ServiceClient { inner: Arc::new(Inner { service, http, bases, next: AtomicUsize::new(0) }) }
+    }
+
+    pub fn service(&self) -> &'static str {
+        self.inner.service
+    }
+
+    pub fn bases(&self) -> &[Url] {
+        &self.inner.bases
+    }
+
+    /// Sends a request to one instance; when an instance refuses the connection (nothing was
+    /// sent, so any method is safe to resend) the next one is tried.
+    pub async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let n = self.inner.bases.len();
+        let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        let ctx = RequestContext::current();
+        let mut last_error = None;
+        for attempt in 0..n {
+            let base = &self.inner.bases[(start + attempt) % n];
+            let url = join(base, path_and_query);
+            let mut req = self.inner.http.request(method.clone(), url);
+            if let Some(ctx) = &ctx {
+                for (name, value) in ctx.outgoing_headers() {
+                    req = req.header(name, value);
+                }
+            }
+            match build(req).send().await {
+                Ok(res) => return Ok(res),
+                Err(e) if e.is_timeout() => {
+                    return Err(UpstreamError::Timeout { service: self.inner.service });
+                }
+                Err(e) if e.is_connect() => {
+                    last_error = Some(e.to_string());
+                    continue;
+                }
+                Err(e) => {
+                    return Err(UpstreamError::Unreachable { service: self.inner.service, reason: e.to_string() });
+                }
+            }
+        }
+        Err(UpstreamError::Unreachable {
+            service: self.inner.service,
+            reason: last_error.unwrap_or_else(|| "no instance".into()),
+        })
+    }
+
+    /// Sends and decodes a JSON answer; any non-2xx becomes [`UpstreamError::Status`] carrying
+    /// the upstream's problem document when it sent one.
+    pub async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        bearer: Option<&str>,
+        body: Option<bytes::Bytes>,
+    ) -> Result<T, UpstreamError> {
+        let res = self
+            .send(method, path_and_query, |mut req| {
+                if let Some(token) = bearer {
+                    req = req.bearer_auth(token);
+                }
+                if let Some(body) = &body {
+                    req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.clone());
+                }
+                req
+            })
+            .await?;
+        self.read_json(res).await
+    }
+
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str, bearer: Option<&str>) -> Result<T, UpstreamError> {
+        self.json(Method::GET, path, bearer, None).await
+    }
+
+    pub async fn post_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        bearer: Option<&str>,
+        body: &B,
+    ) -> Result<T, UpstreamError> {
+        let body = serde_json::to_vec(body)
+            .map_err(|e| UpstreamError::Decode { service: self.inner.service, reason: e.to_string() })?;
+        self.json(Method::POST, path, bearer, Some(body.into())).await
+    }
+
+    pub async fn read_json<T: DeserializeOwned>(&self, res: reqwest::Response) -> Result<T, UpstreamError> {
+        let service = self.inner.service;
+        let status = res.status();
+        let bytes = res.bytes().await.map_err(|e| {
+            if e.is_timeout() {
+                UpstreamError::Timeout { service }
+            } else {
+                UpstreamError::Unreachable { service, reason: e.to_string() }
+            }
+        })?;
+        if !status.is_success() {
+            return Err(UpstreamError::Status {
+                service,
+                status,
+                problem: serde_json::from_slice::<Problem>(&bytes).ok(),
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| UpstreamError::Decode { service, reason: e.to_string() })
+    }
+}
+
+/// `base` + `path`; an empty path means the base itself (a client whose instances are full
+/// endpoint URLs, such as event subscribers).
+fn join(base: &Url, path_and_query: &str) -> String {
+    let base = base.as_str().trim_end_matches('/');
+    if path_and_query.is_empty() {
+        base.to_string()
+    } else if path_and_query.starts_with('/') {
+        format!("{base}{path_and_query}")
+    } else {
+        format!("{base}/{path_and_query}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_lists_parse_and_name_the_key() {
+        let urls = parse_instance_list("ORDER_SERVICE_URL", "http://a:1, http://b:2/", Origin::Test).unwrap();
+        assert_eq!(urls.len(), 2);
+        let err = parse_instance_list("ORDER_SERVICE_URL", "ftp://x", Origin::Test).unwrap_err();
+        assert!(err.to_string().contains("ORDER_SERVICE_URL"));
+        assert!(parse_instance_list("X", " , ", Origin::Test).is_err());
+    }
+
+    #[test]
+    fn joins_paths() {
+        let base = Url::parse("http://h:1/").unwrap();
+        assert_eq!(join(&base, "/a?b=1"), "http://h:1/a?b=1");
+        assert_eq!(join(&base, "a"), "http://h:1/a");
+        let endpoint = Url::parse("http://h:1/events").unwrap();
+        assert_eq!(join(&endpoint, ""), "http://h:1/events");
+    }
+}

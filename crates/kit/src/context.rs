@@ -1,0 +1,136 @@
+//! The per-request context (request id, W3C trace context) that travels with a request through
+//! this service and onto every upstream call it makes.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderName, HeaderValue};
+use rand::RngCore;
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub request_id: Arc<str>,
+    /// 32 lowercase hex digits.
+    pub trace_id: Arc<str>,
+    /// The span id this hop passes on as the parent of the next one.
+    pub span_id: Arc<str>,
+}
+
+tokio::task_local! {
+    static CONTEXT: RequestContext;
+}
+
+impl RequestContext {
+    /// Builds the context from incoming headers, keeping a well-formed request id and trace id
+    /// and generating what is missing or malformed.
+    pub fn from_headers(request_id: Option<&HeaderValue>, traceparent: Option<&HeaderValue>) -> Self {
+        let request_id = request_id
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| is_acceptable_request_id(v))
+            .map(Arc::from)
+            .unwrap_or_else(|| Arc::from(uuid::Uuid::new_v4().simple().to_string()));
+        let trace_id = traceparent
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_traceparent_trace_id)
+            .map(Arc::from)
+            .unwrap_or_else(|| Arc::from(random_hex(16)));
+        RequestContext { request_id, trace_id, span_id: Arc::from(random_hex(8)) }
+    }
+
+    pub fn traceparent(&self) -> String {
+        format!("00-{}-{}-01", self.trace_id, self.span_id)
+    }
+
+    /// The context of the request being served on this task, if any.
+    pub fn current() -> Option<RequestContext> {
+        CONTEXT.try_with(|c| c.clone()).ok()
+    }
+
+    pub async fn scope<F: Future>(self, fut: F) -> F::Output {
+        CONTEXT.scope(self, fut).await
+    }
+
+    /// Headers to put on an outgoing call so the next hop joins this request's trace.
+    pub fn outgoing_headers(&self) -> [(HeaderName, HeaderValue); 2] {
+        [
+            (
+                X_REQUEST_ID.clone(),
+                HeaderValue::from_str(&self.request_id).unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+            ),
+            (
+                TRACEPARENT.clone(),
+                HeaderValue::from_str(&self.traceparent()).unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+            ),
+        ]
+    }
+}
+
+/// Client-chosen request ids are kept when they are short and plain, so they can be logged and
+/// echoed without any risk of log or header injection.
+fn is_acceptable_request_id(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 128
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'+' | b'='))
+}
+
+/// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`; an all-zero trace id is invalid.
+fn parse_traceparent_trace_id(value: &str) -> Option<String> {
+    let mut parts = value.trim().split('-');
+    let version = parts.next()?;
+    let trace_id = parts.next()?;
+    let parent = parts.next()?;
+    let flags = parts.next()?;
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if version == "ff" || !hex(version, 2) || !hex(trace_id, 32) || !hex(parent, 16) || !hex(flags, 2) {
+        return None;
+    }
+    if trace_id.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    Some(trace_id.to_string())
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_plain_request_ids_and_replaces_odd_ones() {
+        let keep = HeaderValue::from_static("abc-123");
+        assert_eq!(&*RequestContext::from_headers(Some(&keep), None).request_id, "abc-123");
+        let odd = HeaderValue::from_static("has spaces and <html>");
+        assert_ne!(&*RequestContext::from_headers(Some(&odd), None).request_id, "has spaces and <html>");
+        let long = HeaderValue::from_str(&"a".repeat(500)).unwrap();
+        assert_eq!(RequestContext::from_headers(Some(&long), None).request_id.len(), 32);
+    }
+
+    #[test]
+    fn joins_an_incoming_trace() {
+        let tp = HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        let ctx = RequestContext::from_headers(None, Some(&tp));
+        assert_eq!(&*ctx.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(ctx.traceparent().starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert_ne!(&*ctx.span_id, "00f067aa0ba902b7");
+    }
+
+    #[test]
+    fn rejects_malformed_traceparent() {
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "zz-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736",
+        ] {
+            assert_eq!(parse_traceparent_trace_id(bad), None, "{bad}");
+        }
+    }
+}

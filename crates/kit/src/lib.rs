@@ -1,0 +1,23 @@
+//! Shared plumbing for the ordermesh services. Nothing here knows about users, products or
+//! orders; it is what every service needs to be a well-behaved HTTP service.
+
+pub mod auth;
+pub mod client;
+pub mod client_ip;
+pub mod config;
+pub mod context;
+pub mod db;
+pub mod docs;
+pub mod events;
+pub mod extract;
+pub mod layers;
+pub mod metrics;
+pub mod money;
+pub mod pagination;
+pub mod problem;
+pub mod server;
+pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use problem::Problem;

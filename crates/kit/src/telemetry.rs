@@ -1,0 +1,92 @@
+//! Logging set up once per process: human-readable on a terminal, JSON lines otherwise or
+//! with `LOG_FORMAT=json`. `LOG_LEVEL` (the seeds' name) or `RUST_LOG` choose what is shown.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::config::{ConfigError, Settings};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+impl LogConfig {
+    pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
+        let s = settings.global();
+        let filter = match s.lookup(&["RUST_LOG", "LOG_LEVEL"]) {
+            None => "info".to_string(),
+            Some((key, value, origin)) => {
+                let value = value.trim().to_ascii_lowercase();
+                // The seeds say "warn"/"warning"; tracing says "warn".
+                let value = if value == "warning" { "warn".to_string() } else { value };
+                EnvFilter::try_new(&value).map_err(|e| crate::config::ConfigError::invalid(&key, &value, origin, e))?;
+                value
+            }
+        };
+        let format = match s.lookup(&["LOG_FORMAT"]) {
+            None => {
+                if std::io::stdout().is_terminal() {
+                    LogFormat::Pretty
+                } else {
+                    LogFormat::Json
+                }
+            }
+            Some((key, value, origin)) => match value.trim().to_ascii_lowercase().as_str() {
+                "json" => LogFormat::Json,
+                "pretty" | "text" | "human" => LogFormat::Pretty,
+                _ => {
+                    return Err(ConfigError::invalid(&key, &value, origin, "expected json or pretty"));
+                }
+            },
+        };
+        Ok(LogConfig { filter, format })
+    }
+}
+
+/// Installs the global subscriber. Calling it twice is harmless (tests do).
+pub fn init(config: &LogConfig) {
+    init_with_writer(config, std::io::stdout);
+}
+
+/// [`init`], writing somewhere else than standard output (tests read what was logged).
+pub fn init_with_writer<W>(config: &LogConfig, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    // Quieten chatty dependencies unless asked for explicitly.
+    let mut filter = EnvFilter::new(&config.filter);
+    if !config.filter.contains("sqlx") {
+        filter = filter.add_directive("sqlx=warn".parse().expect("static directive"));
+    }
+    if !config.filter.contains("hyper") {
+        filter = filter.add_directive("hyper=warn".parse().expect("static directive"));
+    }
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = match config.format {
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(writer)
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_target(false),
+            )
+            .try_init(),
+        LogFormat::Pretty => {
+            registry.with(tracing_subscriber::fmt::layer().with_writer(writer).compact().with_target(false)).try_init()
+        }
+    };
+}
