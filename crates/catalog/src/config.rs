@@ -1,0 +1,82 @@
+//! The catalog's configuration.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kit::auth::JwtSettings;
+use kit::client::parse_instance_list;
+use kit::config::{ConfigError, Settings};
+use kit::db::DbConfig;
+use kit::server::ServerConfig;
+use url::Url;
+
+use crate::domain::parse_currency;
+
+pub const DEFAULT_PORT: u16 = 8083;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub db: DbConfig,
+    pub jwt: JwtSettings,
+    /// The users service, for its JWKS and revocation feed (`USER_SERVICE_URL`).
+    pub users: Vec<Url>,
+    /// How long a reservation holds stock before it is released automatically.
+    pub reservation_ttl: Duration,
+    /// How often expired reservations are looked for.
+    pub sweep_interval: Duration,
+    pub currency: String,
+    /// Seed the demo catalogue on first start.
+    pub demo_data: bool,
+    pub revocation_poll: Duration,
+    /// Consume order events from NATS JetStream (they can still arrive over HTTP too).
+    pub nats: Option<kit::events::nats::Topology>,
+}
+
+impl Config {
+    pub fn from_settings(settings: &Settings, default_host: IpAddr, port: u16) -> Result<Self, ConfigError> {
+        let s = settings.scoped("catalog");
+        let production = kit::config::production(settings)?;
+        let data_dir: PathBuf = s.parse_or(&["DATA_DIR"], PathBuf::from("data"))?;
+        let users = match s.lookup(&["USER_SERVICE_URL"]) {
+            Some((key, value, origin)) => parse_instance_list(&key, &value, origin)?,
+            None => vec![Url::parse("http://127.0.0.1:8081").expect("static url")],
+        };
+        let currency = match s.lookup(&["CURRENCY"]) {
+            Some((key, value, origin)) => {
+                parse_currency(&value).map_err(|e| ConfigError::invalid(&key, &value, origin, e))?
+            }
+            None => "USD".to_string(),
+        };
+        let reservation_ttl = s.duration_or(&["RESERVATION_TTL"], Duration::from_secs(1), Duration::from_secs(300))?;
+        if reservation_ttl < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                "RESERVATION_TTL",
+                &format!("{reservation_ttl:?}"),
+                kit::config::Origin::Environment,
+                "must be at least one second",
+            ));
+        }
+        Ok(Config {
+            server: ServerConfig::from_settings(&s, default_host, port)?,
+            db: DbConfig::from_settings(&s, "catalog", &data_dir)?,
+            jwt: JwtSettings::from_settings(&s)?,
+            users,
+            reservation_ttl,
+            sweep_interval: s.duration_or(
+                &["RESERVATION_SWEEP_INTERVAL"],
+                Duration::from_secs(1),
+                Duration::from_secs(2),
+            )?,
+            currency,
+            demo_data: s.bool_or(&["DEMO_DATA"], !production)?,
+            revocation_poll: s.duration_or(
+                &["REVOCATION_POLL_INTERVAL"],
+                Duration::from_millis(1),
+                Duration::from_secs(1),
+            )?,
+            nats: kit::events::nats::Topology::from_settings(&s)?,
+        })
+    }
+}
