@@ -1,0 +1,141 @@
+//! The orders service's configuration.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kit::auth::JwtSettings;
+use kit::client::{ClientTimeouts, parse_instance_list};
+use kit::config::{ConfigError, Settings};
+use kit::db::DbConfig;
+use kit::server::ServerConfig;
+use url::Url;
+
+pub const DEFAULT_PORT: u16 = 8082;
+
+/// The client secret a development setup uses when none is configured (it matches the users
+/// service's development default); refused in production mode.
+pub const DEV_CLIENT_SECRET: &str = "dev-orders-secret";
+
+#[derive(Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub db: DbConfig,
+    pub jwt: JwtSettings,
+    pub users: Vec<Url>,
+    pub catalog: Vec<Url>,
+    pub client_id: String,
+    pub client_secret: String,
+    /// Timeouts for calls to the catalog and users services.
+    pub upstream_timeouts: ClientTimeouts,
+    /// How long an Idempotency-Key and its answer are kept.
+    pub idempotency_ttl: Duration,
+    /// Most lines in one order.
+    pub max_items: usize,
+    /// Publish events to NATS JetStream; without it they are pushed over HTTP to the
+    /// subscribers below (the embedded relay).
+    pub nats: Option<kit::events::nats::Topology>,
+    /// Where the embedded relay delivers events (`EVENT_SUBSCRIBERS`; default: the catalog's
+    /// `/events`).
+    pub event_subscribers: Vec<Url>,
+    pub relay_batch: usize,
+    pub relay_interval: Duration,
+    pub revocation_poll: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("server", &self.server)
+            .field("db", &self.db.url)
+            .field("users", &self.users)
+            .field("catalog", &self.catalog)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("nats", &self.nats)
+            .finish()
+    }
+}
+
+impl Config {
+    pub fn from_settings(settings: &Settings, default_host: IpAddr, port: u16) -> Result<Self, ConfigError> {
+        let s = settings.scoped("orders");
+        let production = kit::config::production(settings)?;
+        let data_dir: PathBuf = s.parse_or(&["DATA_DIR"], PathBuf::from("data"))?;
+        let urls = |keys: &[&str], default: &str| -> Result<Vec<Url>, ConfigError> {
+            match s.lookup(keys) {
+                Some((key, value, origin)) => parse_instance_list(&key, &value, origin),
+                None => Ok(vec![Url::parse(default).expect("static url")]),
+            }
+        };
+        let users = urls(&["USER_SERVICE_URL"], "http://127.0.0.1:8081")?;
+        let catalog =
+            urls(&["CATALOG_SERVICE_URL", "PRODUCT_SERVICE_URL", "INVENTORY_SERVICE_URL"], "http://127.0.0.1:8083")?;
+        let client_secret = match s.lookup(&["ORDERS_CLIENT_SECRET", "CLIENT_SECRET"]) {
+            Some((key, value, origin)) => {
+                if production && value.starts_with("dev-") {
+                    return Err(ConfigError::invalid(
+                        &key,
+                        "<redacted>",
+                        origin,
+                        "development secrets are not allowed in production mode",
+                    ));
+                }
+                value
+            }
+            None if production => {
+                return Err(ConfigError::Missing {
+                    key: "ORDERS_CLIENT_SECRET".into(),
+                    reason: "the orders service needs its client secret to obtain service tokens".into(),
+                });
+            }
+            None => DEV_CLIENT_SECRET.to_string(),
+        };
+        let event_subscribers = match s.lookup(&["EVENT_SUBSCRIBERS"]) {
+            Some((key, value, origin)) => parse_instance_list(&key, &value, origin)?,
+            None => catalog.iter().map(|c| c.join("events").expect("joinable")).collect(),
+        };
+        let timeout = s.duration_or(&["UPSTREAM_TIMEOUT"], Duration::from_secs(1), Duration::from_secs(5))?;
+        Ok(Config {
+            server: ServerConfig::from_settings(&s, default_host, port)?,
+            db: DbConfig::from_settings(&s, "orders", &data_dir)?,
+            jwt: JwtSettings::from_settings(&s)?,
+            users,
+            catalog,
+            client_id: s.string(&["ORDERS_CLIENT_ID", "CLIENT_ID"]).unwrap_or_else(|| "orders".into()),
+            client_secret,
+            upstream_timeouts: ClientTimeouts {
+                connect: s.duration_or(
+                    &["UPSTREAM_CONNECT_TIMEOUT"],
+                    Duration::from_millis(1),
+                    Duration::from_millis(500),
+                )?,
+                total: timeout,
+            },
+            idempotency_ttl: s.duration_or(
+                &["IDEMPOTENCY_KEY_TTL"],
+                Duration::from_secs(3600),
+                Duration::from_secs(48 * 3600),
+            )?,
+            max_items: s.parse_checked(&["MAX_ORDER_ITEMS"], 100usize, |n| {
+                if (1..=1000).contains(n) { Ok(()) } else { Err("must be between 1 and 1000".into()) }
+            })?,
+            nats: kit::events::nats::Topology::from_settings(&s)?,
+            event_subscribers,
+            relay_batch: s.parse_checked(&["RELAY_BATCH"], 200usize, |n| {
+                if (1..=1000).contains(n) { Ok(()) } else { Err("must be between 1 and 1000".into()) }
+            })?,
+            relay_interval: s.duration_or(&["RELAY_INTERVAL"], Duration::from_millis(1), Duration::from_millis(500))?,
+            revocation_poll: s.duration_or(
+                &["REVOCATION_POLL_INTERVAL"],
+                Duration::from_millis(1),
+                Duration::from_secs(1),
+            )?,
+        })
+    }
+}
+
+/// For tests and `up`: settings whose secret agrees with the users service's.
+pub fn matching_credentials(secret: &str) -> [(&'static str, String); 2] {
+    [("ORDERS_CLIENT_SECRET", secret.to_string()), ("SERVICE_CLIENTS", format!("orders:{secret}"))]
+}

@@ -1,0 +1,471 @@
+//! The orders service's SQL: orders, their items and history, idempotency keys, the outbox.
+
+use kit::db::{Db, now_ms};
+use kit::pagination::PageRequest;
+use sqlx::{AnyConnection, Row};
+
+use crate::domain::OrderStatus;
+use crate::error::{OrdersError, Result};
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OrderRow {
+    pub id: String,
+    pub user_id: String,
+    pub username: Option<String>,
+    pub customer_name: Option<String>,
+    pub status: String,
+    pub total_cents: i64,
+    pub currency: String,
+    pub reservation_id: String,
+    pub version: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl OrderRow {
+    pub fn status(&self) -> OrderStatus {
+        OrderStatus::parse(&self.status).unwrap_or(OrderStatus::Pending)
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ItemRow {
+    pub order_id: String,
+    pub line_no: i64,
+    pub product_id: i64,
+    pub sku: String,
+    pub name: String,
+    pub unit_price_cents: i64,
+    pub quantity: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct HistoryRow {
+    pub seq: i64,
+    pub status: String,
+    pub changed_by: String,
+    pub changed_at: i64,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboxEvent {
+    pub id: String,
+    pub order_id: String,
+    pub kind: &'static str,
+    pub version: i64,
+    pub payload: String,
+    pub occurred_at: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OutboxRow {
+    pub id: String,
+    pub order_id: String,
+    pub event_type: String,
+    pub version: i64,
+    pub payload: String,
+    pub occurred_at: i64,
+}
+
+/// What an earlier request with the same Idempotency-Key left behind.
+pub enum IdempotencyRecord {
+    /// Answered before: send this again.
+    Replay { status: u16, body: String },
+    /// The key was used with another request.
+    Mismatch,
+}
+
+/// The answer to record for a request's Idempotency-Key, in the order's own transaction.
+pub struct IdempotentAnswer<'a> {
+    pub user_id: &'a str,
+    pub key: &'a str,
+    pub request_hash: &'a str,
+    pub status: u16,
+    pub body: &'a str,
+}
+
+/// Whether [`Store::insert_order`] wrote the order.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Inserted {
+    Yes,
+    /// Another request with the same Idempotency-Key committed first; nothing was written.
+    KeyTaken,
+}
+
+pub struct NewOrder<'a> {
+    pub order: &'a OrderRow,
+    pub items: &'a [ItemRow],
+    pub changed_by: &'a str,
+    pub event: &'a OutboxEvent,
+    /// Record this answer for the request's Idempotency-Key, in the same transaction.
+    pub idempotency: Option<IdempotentAnswer<'a>>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct ListFilter {
+    pub user_id: Option<String>,
+    pub username: Option<String>,
+    pub status: Option<OrderStatus>,
+}
+
+const ORDER_COLUMNS: &str = "id, user_id, username, customer_name, status, total_cents, currency, reservation_id, version, created_at, updated_at";
+
+#[derive(Clone)]
+pub struct Store {
+    db: Db,
+}
+
+impl Store {
+    pub fn new(db: Db) -> Self {
+        Store { db }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// What an earlier request with this Idempotency-Key left, if it finished.
+    ///
+    /// A key is only ever written together with its order, so there is no "in progress" state
+    /// to get stuck in when a process dies mid-request: a retry simply runs again, and of two
+    /// racing attempts the second to commit finds the key taken and replays the first.
+    pub async fn idempotency_lookup(&self, user_id: &str, key: &str, hash: &str) -> Result<Option<IdempotencyRecord>> {
+        let row = sqlx::query(
+            "SELECT request_hash, status_code, response FROM idempotency_keys WHERE user_id = $1 AND idem_key = $2",
+        )
+        .bind(user_id)
+        .bind(key)
+        .fetch_optional(self.db.read())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let stored_hash: String = row.try_get("request_hash")?;
+        if stored_hash != hash {
+            return Ok(Some(IdempotencyRecord::Mismatch));
+        }
+        Ok(Some(IdempotencyRecord::Replay {
+            status: row.try_get::<Option<i64>, _>("status_code")?.unwrap_or(200) as u16,
+            body: row.try_get::<Option<String>, _>("response")?.unwrap_or_default(),
+        }))
+    }
+
+    /// Writes the order, its items, its first status, its event and (when given) the
+    /// idempotent answer, all in one transaction.
+    pub async fn insert_order(&self, new: NewOrder<'_>) -> Result<Inserted> {
+        let mut tx = self.db.begin_write().await?;
+        let o = new.order;
+        if let Some(answer) = &new.idempotency {
+            // First, so a duplicate writes nothing else; ON CONFLICT waits for a racing
+            // transaction on PostgreSQL instead of aborting this one.
+            let claimed = sqlx::query(
+                "INSERT INTO idempotency_keys (user_id, idem_key, request_hash, state, status_code, response, order_id, created_at)
+                 VALUES ($1, $2, $3, 'done', $4, $5, $6, $7)
+                 ON CONFLICT (user_id, idem_key) DO NOTHING",
+            )
+            .bind(answer.user_id)
+            .bind(answer.key)
+            .bind(answer.request_hash)
+            .bind(answer.status as i64)
+            .bind(answer.body)
+            .bind(&o.id)
+            .bind(o.created_at)
+            .execute(&mut *tx)
+            .await?;
+            if claimed.rows_affected() == 0 {
+                tx.rollback().await?;
+                return Ok(Inserted::KeyTaken);
+            }
+        }
+        sqlx::query(
+            "INSERT INTO orders (id, user_id, username, customer_name, status, total_cents, currency, reservation_id, version, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&o.id)
+        .bind(&o.user_id)
+        .bind(o.username.as_deref())
+        .bind(o.customer_name.as_deref())
+        .bind(&o.status)
+        .bind(o.total_cents)
+        .bind(&o.currency)
+        .bind(&o.reservation_id)
+        .bind(o.version)
+        .bind(o.created_at)
+        .bind(o.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        for item in new.items {
+            sqlx::query(
+                "INSERT INTO order_items (order_id, line_no, product_id, sku, name, unit_price_cents, quantity)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&item.order_id)
+            .bind(item.line_no)
+            .bind(item.product_id)
+            .bind(&item.sku)
+            .bind(&item.name)
+            .bind(item.unit_price_cents)
+            .bind(item.quantity)
+            .execute(&mut *tx)
+            .await?;
+        }
+        insert_history(&mut tx, &o.id, 1, &o.status, new.changed_by, o.created_at, None).await?;
+        insert_outbox(&mut tx, new.event).await?;
+        tx.commit().await?;
+        Ok(Inserted::Yes)
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<(OrderRow, Vec<ItemRow>, Vec<HistoryRow>)>> {
+        let mut conn = self.db.read().acquire().await?;
+        let Some(order) = sqlx::query_as::<_, OrderRow>(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let items = items_of(&mut conn, std::slice::from_ref(&order.id)).await?;
+        let history = sqlx::query_as::<_, HistoryRow>(
+            "SELECT seq, status, changed_by, changed_at, note FROM order_status_history WHERE order_id = $1 ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(Some((order, items, history)))
+    }
+
+    /// A page of orders, newest first, with their items.
+    pub async fn list(&self, filter: &ListFilter, page: PageRequest) -> Result<(Vec<(OrderRow, Vec<ItemRow>)>, u64)> {
+        let mut conn = self.db.read().acquire().await?;
+        let status = filter.status.map(OrderStatus::as_str);
+        let conditions =
+            "($1 IS NULL OR user_id = $1) AND ($2 IS NULL OR status = $2) AND ($5 IS NULL OR username = $5)";
+        let orders = sqlx::query_as::<_, OrderRow>(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE {conditions} ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
+        ))
+        .bind(filter.user_id.as_deref())
+        .bind(status)
+        .bind(page.limit())
+        .bind(page.offset())
+        .bind(filter.username.as_deref())
+        .fetch_all(&mut *conn)
+        .await?;
+        let counting = conditions.replace("$5", "$3");
+        let total: i64 = sqlx::query(&format!("SELECT COUNT(*) AS n FROM orders WHERE {counting}"))
+            .bind(filter.user_id.as_deref())
+            .bind(status)
+            .bind(filter.username.as_deref())
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get("n")?;
+        let ids: Vec<String> = orders.iter().map(|o| o.id.clone()).collect();
+        let mut items = items_of(&mut conn, &ids).await?;
+        let out = orders
+            .into_iter()
+            .map(|o| {
+                let mine: Vec<ItemRow> = items.extract_if(.., |i| i.order_id == o.id).collect();
+                (o, mine)
+            })
+            .collect();
+        Ok((out, total as u64))
+    }
+
+    /// Moves an order to `to` if it is still at `expected_version`, recording the history
+    /// entry and the event in the same transaction. `Concurrent` when someone else moved it.
+    pub async fn change_status(
+        &self,
+        order: &OrderRow,
+        to: OrderStatus,
+        changed_by: &str,
+        note: Option<&str>,
+        event: &OutboxEvent,
+    ) -> Result<()> {
+        let mut tx = self.db.begin_write().await?;
+        let now = now_ms();
+        let changed = sqlx::query(
+            "UPDATE orders SET status = $2, version = version + 1, updated_at = $3 WHERE id = $1 AND version = $4",
+        )
+        .bind(&order.id)
+        .bind(to.as_str())
+        .bind(now)
+        .bind(order.version)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed != 1 {
+            return Err(OrdersError::Concurrent);
+        }
+        let seq: i64 =
+            sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM order_status_history WHERE order_id = $1")
+                .bind(&order.id)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("next")?;
+        insert_history(&mut tx, &order.id, seq, to.as_str(), changed_by, now, note).await?;
+        insert_outbox(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Leases up to `limit` unpublished events (oldest first) to this relay for `lease_ms`.
+    /// Several relays may run; a lease keeps them from publishing the same event at the same
+    /// time, and an expired lease (a relay that died) lets another take over.
+    pub async fn claim_outbox(&self, limit: usize, lease_ms: i64) -> Result<Vec<OutboxRow>> {
+        let now = now_ms();
+        let mut tx = self.db.begin_write().await?;
+        let rows = sqlx::query_as::<_, OutboxRow>(
+            "UPDATE outbox SET claimed_until = $1, attempts = attempts + 1
+             WHERE id IN (SELECT id FROM outbox
+                          WHERE published_at IS NULL AND (claimed_until IS NULL OR claimed_until < $2)
+                          ORDER BY occurred_at, id LIMIT $3)
+               AND published_at IS NULL AND (claimed_until IS NULL OR claimed_until < $2)
+             RETURNING id, order_id, event_type, version, payload, occurred_at",
+        )
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut rows = rows;
+        rows.sort_by(|a, b| (a.occurred_at, &a.id).cmp(&(b.occurred_at, &b.id)));
+        Ok(rows)
+    }
+
+    pub async fn mark_published(&self, ids: &[String]) -> Result<()> {
+        self.update_listed("UPDATE outbox SET published_at = $1, claimed_until = NULL WHERE id IN", Some(now_ms()), ids)
+            .await
+    }
+
+    /// Gives claimed events back after a failed delivery, so the next attempt need not wait
+    /// for the lease to run out.
+    pub async fn unclaim(&self, ids: &[String]) -> Result<()> {
+        self.update_listed("UPDATE outbox SET claimed_until = NULL WHERE published_at IS NULL AND id IN", None, ids)
+            .await
+    }
+
+    /// Runs `prefix (…ids…)`, with `first` bound as `$1` when given.
+    async fn update_listed(&self, prefix: &str, first: Option<i64>, ids: &[String]) -> Result<()> {
+        let offset = usize::from(first.is_some()) + 1;
+        for chunk in ids.chunks(200) {
+            let placeholders: Vec<String> = (offset..chunk.len() + offset).map(|i| format!("${i}")).collect();
+            let sql = format!("{prefix} ({})", placeholders.join(", "));
+            let mut q = sqlx::query(&sql);
+            if let Some(v) = first {
+                q = q.bind(v);
+            }
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.execute(self.db.write()).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn outbox_backlog(&self) -> Result<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE published_at IS NULL")
+            .fetch_one(self.db.read())
+            .await?
+            .try_get("n")?)
+    }
+
+    /// Events of these orders and whether each was published, for reconciliation.
+    pub async fn events_of(&self, order_ids: &[String]) -> Result<Vec<(String, String, String, bool)>> {
+        let mut out = Vec::new();
+        for chunk in order_ids.chunks(200) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT id, order_id, event_type, CASE WHEN published_at IS NULL THEN 0 ELSE 1 END AS published
+                 FROM outbox WHERE order_id IN ({}) ORDER BY occurred_at, id",
+                placeholders.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            for r in q.fetch_all(self.db.read()).await? {
+                out.push((
+                    r.try_get("id")?,
+                    r.try_get("order_id")?,
+                    r.try_get("event_type")?,
+                    r.try_get::<i64, _>("published")? == 1,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops what no longer matters: idempotency answers older than their lifetime and
+    /// published events older than `keep_events_ms`.
+    pub async fn purge(&self, idempotency_ttl_ms: i64, keep_events_ms: i64) -> Result<u64> {
+        let now = now_ms();
+        let a = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+            .bind(now - idempotency_ttl_ms)
+            .execute(self.db.write())
+            .await?
+            .rows_affected();
+        let b = sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
+            .bind(now - keep_events_ms)
+            .execute(self.db.write())
+            .await?
+            .rows_affected();
+        Ok(a + b)
+    }
+}
+
+async fn items_of(conn: &mut AnyConnection, order_ids: &[String]) -> Result<Vec<ItemRow>> {
+    let mut out = Vec::new();
+    for chunk in order_ids.chunks(200) {
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT order_id, line_no, product_id, sku, name, unit_price_cents, quantity FROM order_items
+             WHERE order_id IN ({}) ORDER BY order_id, line_no",
+            placeholders.join(", ")
+        );
+        let mut q = sqlx::query_as::<_, ItemRow>(&sql);
+        for id in chunk {
+            q = q.bind(id);
+        }
+        out.extend(q.fetch_all(&mut *conn).await?);
+    }
+    Ok(out)
+}
+
+async fn insert_history(
+    conn: &mut AnyConnection,
+    order_id: &str,
+    seq: i64,
+    status: &str,
+    changed_by: &str,
+    at: i64,
+    note: Option<&str>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO order_status_history (order_id, seq, status, changed_by, changed_at, note) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(order_id)
+    .bind(seq)
+    .bind(status)
+    .bind(changed_by)
+    .bind(at)
+    .bind(note)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn insert_outbox(conn: &mut AnyConnection, e: &OutboxEvent) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO outbox (id, order_id, event_type, version, payload, occurred_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&e.id)
+    .bind(&e.order_id)
+    .bind(e.kind)
+    .bind(e.version)
+    .bind(&e.payload)
+    .bind(e.occurred_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
