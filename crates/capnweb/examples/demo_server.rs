@@ -1,0 +1,34 @@
+//! Demo server for interop testing: the seed gateway's API with in-memory toy data.
+//!
+//! Usage: `demo_server [PORT]` (or `CAPNWEB_DEMO_PORT`; default 8080; 0 picks a free port).
+//! Listens on 127.0.0.1 and prints `listening on http://127.0.0.1:<port>` once ready.
+//! Serves WebSocket on `/rpc/ws` and `/api`, HTTP batches on `/rpc/batch` and `/api`.
+
+#[path = "demo/gateway.rs"]
+mod gateway;
+
+use std::io::Write as _;
+use std::sync::Arc;
+
+use axum::serve::ListenerExt as _;
+use capnweb::{Limits, RpcTarget};
+use gateway::{DemoData, Gateway};
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let port: u16 = std::env::args()
+        .nth(1)
+        .or_else(|| std::env::var("CAPNWEB_DEMO_PORT").ok())
+        .map(|p| p.parse().expect("port must be a number"))
+        .unwrap_or(8080);
+    let data = Arc::new(DemoData::default());
+    let app = capnweb::routes(move |_| Arc::new(Gateway::new(data.clone())) as Arc<dyn RpcTarget>, Limits::default());
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+    // Small RPC frames must not wait for delayed ACKs (Nagle's algorithm).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app).await
+}

@@ -1,0 +1,357 @@
+//! Objects reachable over RPC: the [`RpcTarget`] trait a server implements, and the
+//! [`Capability`] handle that refers either to such a local object or to an object the peer
+//! exported to us.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use futures::FutureExt as _;
+use futures::future::BoxFuture;
+
+use crate::error::RpcError;
+use crate::session::{Outbound, Shared};
+use crate::value::{PathKey, Value};
+
+/// The outcome of a call.
+pub type RpcResult = Result<Value, RpcError>;
+
+/// An object that can be called over RPC.
+///
+/// Implement [`call`](RpcTarget::call) by matching on the method name and return
+/// [`RpcError::method_not_found`] for names you do not know. Properties are served by
+/// [`get`](RpcTarget::get); a zero-argument call to an unknown method falls back to `get` (the
+/// Python fork client reads properties that way).
+///
+/// ```
+/// use std::sync::Arc;
+/// use capnweb::{CallContext, Capability, RpcError, RpcTarget, Value};
+/// use futures::future::BoxFuture;
+///
+/// struct Counter { start: i64 }
+///
+/// impl RpcTarget for Counter {
+///     fn call<'a>(
+///         &'a self,
+///         method: &'a str,
+///         args: Vec<Value>,
+///         _ctx: &'a CallContext,
+///     ) -> BoxFuture<'a, Result<Value, RpcError>> {
+///         Box::pin(async move {
+///             match method {
+///                 "add" => {
+///                     let n = args.first().and_then(Value::as_i64)
+///                         .ok_or_else(|| RpcError::bad_request("add(n) needs a number"))?;
+///                     Ok(Value::Int(self.start + n))
+///                 }
+///                 // Returning an object by reference: the peer gets a stub it can call.
+///                 "child" => Ok(Capability::local(Arc::new(Counter { start: self.start + 100 })).into()),
+///                 _ => Err(RpcError::method_not_found(method)),
+///             }
+///         })
+///     }
+///
+///     fn get(&self, property: &str) -> Result<Value, RpcError> {
+///         match property {
+///             "start" => Ok(Value::Int(self.start)),
+///             _ => Err(RpcError::property_not_found(property)),
+///         }
+///     }
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let counter = Capability::local(Arc::new(Counter { start: 1 }));
+/// assert_eq!(counter.call("add", vec![Value::Int(2)]).await, Ok(Value::Int(3)));
+/// assert_eq!(counter.get("start").await, Ok(Value::Int(1)));
+/// assert!(counter.downcast_local::<Counter>().is_some());
+/// # });
+/// ```
+pub trait RpcTarget: AsAny + Send + Sync + 'static {
+    /// Calls `method` with already-decoded arguments.
+    fn call<'a>(
+        &'a self,
+        method: &'a str,
+        args: Vec<Value>,
+        ctx: &'a CallContext,
+    ) -> BoxFuture<'a, Result<Value, RpcError>>;
+
+    /// Reads a property. The default knows none.
+    fn get(&self, property: &str) -> Result<Value, RpcError> {
+        Err(RpcError::property_not_found(property))
+    }
+}
+
+/// Lets [`Capability::downcast_local`] recover the concrete type; implemented for every type,
+/// so targets never write it.
+pub trait AsAny {
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<T: Any> AsAny for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// Which transport a session runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportKind {
+    /// A long-lived bidirectional session.
+    WebSocket,
+    /// One HTTP request; calls back into the client are impossible and fail at once.
+    HttpBatch,
+    /// A direct Rust call on a local capability, outside any session.
+    Direct,
+}
+
+/// What a target may know about the call it is serving.
+#[derive(Clone)]
+pub struct CallContext {
+    transport: TransportKind,
+    session: Weak<Shared>,
+}
+
+impl CallContext {
+    pub(crate) fn for_session(transport: TransportKind, session: Weak<Shared>) -> Self {
+        CallContext { transport, session }
+    }
+
+    /// The context of a direct Rust call (no session, no peer).
+    pub fn direct() -> Self {
+        CallContext { transport: TransportKind::Direct, session: Weak::new() }
+    }
+
+    pub fn transport(&self) -> TransportKind {
+        self.transport
+    }
+
+    /// True for an HTTP batch: the peer cannot be called back and nothing outlives the request.
+    pub fn is_batch(&self) -> bool {
+        self.transport == TransportKind::HttpBatch
+    }
+
+    /// The peer's main object (its export 0), for calling the client directly. `None` outside a
+    /// session or once it has ended.
+    pub fn peer_main(&self) -> Option<Capability> {
+        let session = self.session.upgrade()?;
+        Some(Capability::Remote(RemoteCapability::peer_main(&session)))
+    }
+
+    /// Runs `task` in the background until it finishes or the session ends, whichever comes
+    /// first (e.g. a call into the client whose answer the current call does not wait for).
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        if let Some(session) = self.session.upgrade() {
+            session.spawn(task);
+        }
+    }
+}
+
+/// A cheap-to-clone reference to an RPC object.
+#[derive(Clone)]
+pub enum Capability {
+    /// An object living in this process.
+    Local(Arc<dyn RpcTarget>),
+    /// An object the peer exported; calls travel over the session it came from.
+    Remote(RemoteCapability),
+}
+
+impl Capability {
+    pub fn local<T: RpcTarget>(target: Arc<T>) -> Self {
+        Capability::Local(target)
+    }
+
+    /// Calls a method. Local objects are called directly; remote ones via a `push` + `pull` to
+    /// the peer (which fails at once on an HTTP batch session or a closed one).
+    pub async fn call(&self, method: &str, args: Vec<Value>) -> RpcResult {
+        self.invoke(vec![PathKey::from(method)], Some(args), &CallContext::direct()).await
+    }
+
+    /// Reads a property.
+    pub async fn get(&self, property: &str) -> RpcResult {
+        self.invoke(vec![PathKey::from(property)], None, &CallContext::direct()).await
+    }
+
+    /// The concrete local object, when this is a local capability of type `T`. Remote stubs —
+    /// including a peer's proxy around one of our own objects — give `None`: verify those by
+    /// calling them.
+    pub fn downcast_local<T: RpcTarget>(&self) -> Option<&T> {
+        match self {
+            Capability::Local(target) => {
+                let target: &dyn RpcTarget = target.as_ref();
+                target.as_any().downcast_ref::<T>()
+            }
+            Capability::Remote(_) => None,
+        }
+    }
+
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Capability::Remote(_))
+    }
+
+    /// Identity: the same local object, or the same peer export on the same session.
+    pub fn same_as(&self, other: &Capability) -> bool {
+        match (self, other) {
+            (Capability::Local(a), Capability::Local(b)) => std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b)),
+            (Capability::Remote(a), Capability::Remote(b)) => a.same_as(b),
+            _ => false,
+        }
+    }
+
+    /// Walks `path` (all but the last key are property reads) and calls the last key with
+    /// `args`, or reads it when `args` is `None`. An empty path with no args is the capability
+    /// itself.
+    pub(crate) fn invoke(
+        &self,
+        path: Vec<PathKey>,
+        args: Option<Vec<Value>>,
+        ctx: &CallContext,
+    ) -> BoxFuture<'static, RpcResult> {
+        match self {
+            Capability::Remote(remote) => {
+                let remote = remote.clone();
+                async move { remote.invoke(path, args).await }.boxed()
+            }
+            Capability::Local(target) => invoke_local(target.clone(), path, args, ctx.clone()),
+        }
+    }
+}
+
+fn invoke_local(
+    target: Arc<dyn RpcTarget>,
+    mut path: Vec<PathKey>,
+    args: Option<Vec<Value>>,
+    ctx: CallContext,
+) -> BoxFuture<'static, RpcResult> {
+    if path.is_empty() {
+        return futures::future::ready(match args {
+            None => Ok(Value::Capability(Capability::Local(target))),
+            Some(_) => Err(RpcError::bad_request("this object is not callable; name a method")),
+        })
+        .boxed();
+    }
+    if path.len() > 1 {
+        // A property of the object, then the rest of the path on whatever that is.
+        let first = path.remove(0);
+        return match target.get(&first.to_string()) {
+            Ok(value) => crate::session::apply(value, path, args, ctx),
+            Err(err) => futures::future::ready(Err(err)).boxed(),
+        };
+    }
+    let name = path.remove(0).to_string();
+    async move {
+        match args {
+            None => target.get(&name),
+            Some(args) => {
+                let zero_args = args.is_empty();
+                match target.call(&name, args, &ctx).await {
+                    Err(err) if zero_args && err.is_method_not_found(&name) => target.get(&name).map_err(|_| err),
+                    other => other,
+                }
+            }
+        }
+    }
+    .boxed()
+}
+
+impl fmt::Debug for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Capability::Local(target) => {
+                write!(f, "Capability::Local({:p})", Arc::as_ptr(target) as *const ())
+            }
+            Capability::Remote(remote) => write!(f, "Capability::Remote({})", remote.inner.import_id),
+        }
+    }
+}
+
+impl<T: RpcTarget> From<Arc<T>> for Capability {
+    fn from(target: Arc<T>) -> Self {
+        Capability::Local(target)
+    }
+}
+
+/// A peer's exported object, reached through the session it was received on.
+#[derive(Clone)]
+pub struct RemoteCapability {
+    pub(crate) inner: Arc<RemoteInner>,
+}
+
+pub(crate) struct RemoteInner {
+    pub(crate) session: Weak<Shared>,
+    pub(crate) import_id: i64,
+    /// How many times the peer introduced this id to us; a release must give back exactly this.
+    pub(crate) introductions: AtomicU64,
+    outbound: tokio::sync::mpsc::UnboundedSender<Outbound>,
+}
+
+impl RemoteCapability {
+    pub(crate) fn new(session: &Arc<Shared>, import_id: i64) -> Self {
+        RemoteCapability {
+            inner: Arc::new(RemoteInner {
+                session: Arc::downgrade(session),
+                import_id,
+                introductions: AtomicU64::new(1),
+                outbound: session.outbound_sender(),
+            }),
+        }
+    }
+
+    /// The peer's main object: never released, so it carries no introductions.
+    pub(crate) fn peer_main(session: &Arc<Shared>) -> Self {
+        let remote = Self::new(session, 0);
+        remote.inner.introductions.store(0, Ordering::Relaxed);
+        remote
+    }
+
+    /// The id of this object in the peer's export table.
+    pub fn peer_export_id(&self) -> i64 {
+        self.inner.import_id
+    }
+
+    pub(crate) fn belongs_to(&self, session: &Shared) -> bool {
+        std::ptr::eq(self.inner.session.as_ptr(), session)
+    }
+
+    fn same_as(&self, other: &RemoteCapability) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+            || (self.inner.import_id == other.inner.import_id
+                && Weak::ptr_eq(&self.inner.session, &other.inner.session))
+    }
+
+    /// Sends `path`/`args` to the peer and waits for the answer.
+    pub async fn invoke(&self, path: Vec<PathKey>, args: Option<Vec<Value>>) -> RpcResult {
+        if path.is_empty() && args.is_none() {
+            return Ok(Value::Capability(Capability::Remote(self.clone())));
+        }
+        let Some(session) = self.inner.session.upgrade() else {
+            return Err(RpcError::session_closed());
+        };
+        session.call_peer(self.inner.import_id, path, args).await
+    }
+}
+
+impl Drop for RemoteInner {
+    fn drop(&mut self) {
+        let count = *self.introductions.get_mut();
+        if count > 0 {
+            // Never lock the session from here: drops can happen while it is locked. The
+            // session's outbox turns this into a `release` message.
+            let _ = self.outbound.send(Outbound::ImportDropped { id: self.import_id, count });
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    /// A target that knows no methods.
+    pub(crate) struct Nothing;
+
+    impl RpcTarget for Nothing {
+        fn call<'a>(&'a self, method: &'a str, _args: Vec<Value>, _ctx: &'a CallContext) -> BoxFuture<'a, RpcResult> {
+            Box::pin(async move { Err(RpcError::method_not_found(method)) })
+        }
+    }
+}

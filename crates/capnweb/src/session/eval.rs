@@ -1,0 +1,221 @@
+//! Evaluation of incoming expressions in two steps: [`Binder`] looks every reference up in the
+//! session tables the moment the message arrives (a later `release` must not change what an
+//! earlier `push` meant), then [`eval`] awaits whatever is still pending and performs the calls.
+
+use futures::FutureExt as _;
+use futures::future::{BoxFuture, ready};
+
+use super::promise::PromiseCell;
+use super::{ExportKind, Import, Shared, State};
+use crate::capability::{CallContext, Capability, RemoteCapability, RpcResult};
+use crate::error::{ProtocolError, RpcError};
+use crate::value::{Expr, PathKey, Value};
+
+/// An expression whose references are resolved to table entries.
+pub(crate) enum Bound {
+    Ready(Value),
+    Fail(RpcError),
+    Array(Vec<Bound>),
+    Object(Vec<(String, Bound)>),
+    /// A promise the peer will resolve proactively (`["promise", -n]`).
+    Await(PromiseCell),
+    /// A property path and optional call on one of our exports.
+    Apply {
+        base: Base,
+        path: Vec<PathKey>,
+        args: Option<Vec<Bound>>,
+    },
+}
+
+pub(crate) enum Base {
+    Value(Value),
+    Pending(PromiseCell),
+}
+
+pub(crate) struct Binder<'a> {
+    pub(crate) shared: &'a std::sync::Arc<Shared>,
+    pub(crate) state: &'a mut State,
+}
+
+impl Binder<'_> {
+    pub(crate) fn bind(&mut self, expr: Expr) -> Result<Bound, ProtocolError> {
+        Ok(match expr {
+            Expr::Literal(value) => Bound::Ready(value),
+            Expr::Unsupported(what) => {
+                Bound::Fail(RpcError::bad_request(format!("{what} not supported by this server")))
+            }
+            Expr::Array(items) => {
+                let items = items.into_iter().map(|e| self.bind(e)).collect::<Result<Vec<_>, _>>()?;
+                if items.iter().all(|b| matches!(b, Bound::Ready(_))) {
+                    Bound::Ready(Value::Array(items.into_iter().map(ready_value).collect()))
+                } else {
+                    Bound::Array(items)
+                }
+            }
+            Expr::Object(fields) => {
+                let fields = fields
+                    .into_iter()
+                    .map(|(k, e)| Ok((k, self.bind(e)?)))
+                    .collect::<Result<Vec<_>, ProtocolError>>()?;
+                if fields.iter().all(|(_, b)| matches!(b, Bound::Ready(_))) {
+                    Bound::Ready(Value::Object(fields.into_iter().map(|(k, b)| (k, ready_value(b))).collect()))
+                } else {
+                    Bound::Object(fields)
+                }
+            }
+            Expr::Export(id) => Bound::Ready(Value::Capability(Capability::Remote(self.import_capability(id)?))),
+            Expr::Promise(id) => Bound::Await(self.import_promise(id)?),
+            Expr::Reference { id, path, args } => self.reference(id, path, args)?,
+        })
+    }
+
+    /// The peer introduces its export `id`: reuse our handle if we still hold one, counting
+    /// the introduction so a later release gives back the exact number.
+    fn import_capability(&mut self, id: i64) -> Result<RemoteCapability, ProtocolError> {
+        match self.state.imports.get(&id) {
+            Some(Import::Capability(weak)) => {
+                if let Some(inner) = weak.upgrade() {
+                    inner.introductions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(RemoteCapability { inner });
+                }
+            }
+            Some(_) => return Err(ProtocolError::malformed(format!("id {id} reused for a capability"))),
+            None => self.check_import_room()?,
+        }
+        let remote = RemoteCapability::new(self.shared, id);
+        self.state.imports.insert(id, Import::Capability(std::sync::Arc::downgrade(&remote.inner)));
+        Ok(remote)
+    }
+
+    fn import_promise(&mut self, id: i64) -> Result<PromiseCell, ProtocolError> {
+        if self.state.imports.contains_key(&id) {
+            return Err(ProtocolError::malformed(format!("promise id {id} is already in use")));
+        }
+        self.check_import_room()?;
+        let cell = PromiseCell::new();
+        self.state.imports.insert(id, Import::Promise(cell.clone()));
+        Ok(cell)
+    }
+
+    fn check_import_room(&self) -> Result<(), ProtocolError> {
+        let limit = self.shared.limits.max_imports;
+        if self.state.imports.len() >= limit {
+            return Err(ProtocolError::TooLarge { what: "open imports", limit });
+        }
+        Ok(())
+    }
+
+    fn reference(&mut self, id: i64, path: Vec<PathKey>, args: Option<Vec<Expr>>) -> Result<Bound, ProtocolError> {
+        let args = match args {
+            Some(args) => Some(args.into_iter().map(|a| self.bind(a)).collect::<Result<Vec<_>, _>>()?),
+            None => None,
+        };
+        let base = match self.state.exports.get(&id).map(|e| &e.kind) {
+            None => return Ok(Bound::Fail(RpcError::not_found(format!("no such export: {id}")))),
+            Some(ExportKind::Capability(cap)) => Base::Value(Value::Capability(cap.clone())),
+            Some(ExportKind::Promise(cell)) => match cell.peek() {
+                Some(Ok(value)) => Base::Value(value),
+                Some(Err(err)) => return Ok(Bound::Fail(err)),
+                None => Base::Pending(cell.clone()),
+            },
+        };
+        Ok(match (base, path.is_empty(), args) {
+            (Base::Value(value), true, None) => Bound::Ready(value),
+            (base, _, args) => Bound::Apply { base, path, args },
+        })
+    }
+}
+
+fn ready_value(bound: Bound) -> Value {
+    match bound {
+        Bound::Ready(value) => value,
+        _ => Value::Undefined, // only called after checking every item is ready
+    }
+}
+
+/// Awaits and performs everything a bound expression still needs.
+pub(crate) fn eval(bound: Bound, ctx: CallContext) -> BoxFuture<'static, RpcResult> {
+    match bound {
+        Bound::Ready(value) => ready(Ok(value)).boxed(),
+        Bound::Fail(err) => ready(Err(err)).boxed(),
+        Bound::Await(cell) => cell.wait(),
+        Bound::Array(items) => async move {
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                out.push(eval(item, ctx.clone()).await?);
+            }
+            Ok(Value::Array(out))
+        }
+        .boxed(),
+        Bound::Object(fields) => async move {
+            let mut out = std::collections::BTreeMap::new();
+            for (key, item) in fields {
+                out.insert(key, eval(item, ctx.clone()).await?);
+            }
+            Ok(Value::Object(out))
+        }
+        .boxed(),
+        Bound::Apply { base, path, args } => async move {
+            let base = match base {
+                Base::Value(value) => value,
+                Base::Pending(cell) => cell.wait().await?,
+            };
+            let args = match args {
+                None => None,
+                Some(args) => {
+                    let mut out = Vec::with_capacity(args.len());
+                    for arg in args {
+                        out.push(eval(arg, ctx.clone()).await?);
+                    }
+                    Some(out)
+                }
+            };
+            apply(base, path, args, ctx).await
+        }
+        .boxed(),
+    }
+}
+
+/// Walks `path` through data (object keys, array indices) until it reaches a capability, which
+/// takes the rest of the path and the call; then calls with `args`, or returns the value found
+/// when `args` is `None`.
+pub(crate) fn apply(
+    mut value: Value,
+    path: Vec<PathKey>,
+    args: Option<Vec<Value>>,
+    ctx: CallContext,
+) -> BoxFuture<'static, RpcResult> {
+    for (i, key) in path.iter().enumerate() {
+        value = match value {
+            Value::Capability(cap) => return cap.invoke(path[i..].to_vec(), args, &ctx),
+            Value::Object(mut map) => map.remove(&key.to_string()).unwrap_or_default(),
+            Value::Array(mut items) => match index_of(key) {
+                Some(index) if index < items.len() => items.swap_remove(index),
+                _ => Value::Undefined,
+            },
+            Value::Null | Value::Undefined => {
+                return ready(Err(RpcError::bad_request(format!(
+                    "cannot read '{key}' of {}",
+                    if value.is_undefined() { "undefined" } else { "null" }
+                ))))
+                .boxed();
+            }
+            _ => Value::Undefined,
+        };
+    }
+    match (args, value) {
+        (None, value) => ready(Ok(value)).boxed(),
+        (Some(args), Value::Capability(cap)) => cap.invoke(Vec::new(), Some(args), &ctx),
+        (Some(_), _) => {
+            let name = path.iter().map(ToString::to_string).collect::<Vec<_>>().join(".");
+            ready(Err(RpcError::bad_request(format!("'{name}' is not a function")))).boxed()
+        }
+    }
+}
+
+fn index_of(key: &PathKey) -> Option<usize> {
+    match key {
+        PathKey::Index(i) => usize::try_from(*i).ok(),
+        PathKey::Name(name) => name.parse().ok(),
+    }
+}
