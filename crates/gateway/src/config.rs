@@ -1,0 +1,333 @@
+//! The gateway's configuration: where the services are, and every limit and timeout of the
+//! edge, each with a default that suits one laptop and a setting to change it.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use kit::auth::JwtSettings;
+use kit::client::parse_instance_list;
+use kit::client_ip::TrustedProxies;
+use kit::config::{ConfigError, Origin, Scoped, Settings};
+use kit::server::ServerConfig;
+use url::Url;
+
+pub const DEFAULT_PORT: u16 = 8080;
+
+#[derive(Debug, Clone)]
+pub struct UpstreamUrls {
+    pub users: Vec<Url>,
+    pub catalog: Vec<Url>,
+    pub orders: Vec<Url>,
+}
+
+/// Requests per minute with a burst allowance, per key (client address or user).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quota {
+    pub per_minute: u32,
+    pub burst: u32,
+}
+
+impl Quota {
+    /// The interval between two requests at the sustained rate.
+    pub fn emission_interval(&self) -> Duration {
+        Duration::from_secs_f64(60.0 / self.per_minute.max(1) as f64)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimits {
+    /// Every request, by client address (`RATE_LIMIT`, requests per minute, as in seed 001).
+    pub per_client: Quota,
+    /// Authenticated requests, by user.
+    pub per_user: Quota,
+    /// Sign-in and registration attempts, by client address: far stricter.
+    pub auth: Quota,
+    /// Shared counters across gateway instances (`REDIS_URL`).
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel this gateway uses (`REDIS_KEY_PREFIX`), so
+    /// several platforms can share one Redis.
+    pub redis_prefix: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Resilience {
+    pub connect_timeout: Duration,
+    /// Longest wait for an upstream's response headers.
+    pub request_timeout: Duration,
+    /// Retries of one request (idempotent ones only).
+    pub max_retries: u32,
+    /// Retries allowed as a fraction of requests, so retries never multiply an outage.
+    pub retry_budget_ratio: f64,
+    pub retry_backoff: Duration,
+    /// A breaker opens when at least this share of the window's requests failed…
+    pub breaker_failure_ratio: f64,
+    /// …and the window held at least this many requests.
+    pub breaker_min_requests: u32,
+    pub breaker_window: Duration,
+    /// How long an open breaker fails fast before letting a probe through.
+    pub breaker_open_for: Duration,
+    pub health_interval: Duration,
+    /// Consecutive failures after which an instance is taken out until a health check passes.
+    pub eject_after_failures: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Cors {
+    /// Origins allowed to call the API from a browser; empty means same-origin only.
+    pub allowed_origins: Vec<String>,
+    pub allow_credentials: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub upstreams: UpstreamUrls,
+    pub jwt: JwtSettings,
+    pub trusted_proxies: TrustedProxies,
+    pub rate_limits: RateLimits,
+    pub resilience: Resilience,
+    pub cors: Cors,
+    pub revocation_poll: Duration,
+    /// Signs and encrypts the storefront's session cookies; 64 bytes (hex or base64) from
+    /// `SESSION_KEY`, random per process when unset (sessions then do not survive a restart
+    /// or span gateway instances).
+    pub session_key: Option<Vec<u8>>,
+    /// Mark cookies `Secure` (on by default in production; off for http://localhost).
+    pub secure_cookies: bool,
+    /// How often the storefront's admin dashboard samples the platform's metrics
+    /// (`DASHBOARD_SAMPLE_INTERVAL`, seconds or with a unit; 1 s to 10 min).
+    pub dashboard_sample_interval: Duration,
+}
+
+fn quota(
+    s: &Scoped<'_>,
+    per_minute_keys: &[&str],
+    burst_keys: &[&str],
+    per_minute: u32,
+    burst: u32,
+) -> Result<Quota, ConfigError> {
+    let check =
+        |n: &u32| if (1..=10_000_000).contains(n) { Ok(()) } else { Err("must be between 1 and 10000000".to_string()) };
+    Ok(Quota {
+        per_minute: s.parse_checked(per_minute_keys, per_minute, check)?,
+        burst: s.parse_checked(burst_keys, burst, check)?,
+    })
+}
+
+fn fraction(s: &Scoped<'_>, keys: &[&str], default: f64) -> Result<f64, ConfigError> {
+    s.parse_checked(keys, default, |v: &f64| {
+        if (0.0..=1.0).contains(v) { Ok(()) } else { Err("must be between 0 and 1".to_string()) }
+    })
+}
+
+impl Config {
+    pub fn from_settings(settings: &Settings, default_host: IpAddr, port: u16) -> Result<Self, ConfigError> {
+        let s = settings.scoped("gateway");
+        let production = kit::config::production(settings)?;
+        let urls = |keys: &[&str], default: &str| -> Result<Vec<Url>, ConfigError> {
+            match s.lookup(keys) {
+                Some((key, value, origin)) => parse_instance_list(&key, &value, origin),
+                None => Ok(vec![Url::parse(default).expect("static url")]),
+            }
+        };
+        let upstreams = UpstreamUrls {
+            users: urls(&["USER_SERVICE_URL"], "http://127.0.0.1:8081")?,
+            catalog: urls(
+                &["CATALOG_SERVICE_URL", "PRODUCT_SERVICE_URL", "INVENTORY_SERVICE_URL"],
+                "http://127.0.0.1:8083",
+            )?,
+            orders: urls(&["ORDER_SERVICE_URL"], "http://127.0.0.1:8082")?,
+        };
+        let redis_url = match s.string(&["REDIS_URL"]) {
+            Some(url) => Some(url),
+            // Seed 003 configures Redis by parts.
+            None => s.string(&["REDIS_HOST"]).map(|host| {
+                let port = s.string(&["REDIS_PORT"]).unwrap_or_else(|| "6379".into());
+                let db = s.string(&["REDIS_DB"]).unwrap_or_else(|| "0".into());
+                match s.string(&["REDIS_PASSWORD"]) {
+                    Some(p) => format!("redis://:{p}@{host}:{port}/{db}"),
+                    None => format!("redis://{host}:{port}/{db}"),
+                }
+            }),
+        };
+        let session_key = match s.lookup(&["SESSION_KEY"]) {
+            None if production => {
+                return Err(ConfigError::Missing {
+                    key: "SESSION_KEY".into(),
+                    reason: "production mode needs a fixed session key (64 bytes, hex) so sessions span instances and restarts"
+                        .into(),
+                });
+            }
+            None => None,
+            Some((key, value, origin)) => Some(parse_key_material(&value).ok_or_else(|| {
+                ConfigError::invalid(&key, "<redacted>", origin, "expected at least 64 bytes as hex (128 hex digits)")
+            })?),
+        };
+        let allowed_origins = s.list(&["CORS_ALLOWED_ORIGINS", "CORS_ORIGINS"]);
+        for origin in &allowed_origins {
+            if origin != "*" && Url::parse(origin).is_err() {
+                return Err(ConfigError::invalid(
+                    "CORS_ALLOWED_ORIGINS",
+                    origin,
+                    Origin::Environment,
+                    "not an origin URL",
+                ));
+            }
+        }
+        let allow_credentials = s.bool_or(&["CORS_ALLOW_CREDENTIALS"], false)?;
+        if allow_credentials && allowed_origins.iter().any(|o| o == "*") {
+            return Err(ConfigError::invalid(
+                "CORS_ALLOWED_ORIGINS",
+                "*",
+                Origin::Environment,
+                "'*' cannot be combined with CORS_ALLOW_CREDENTIALS; list the origins",
+            ));
+        }
+        Ok(Config {
+            server: ServerConfig::from_settings(&s, default_host, port)?,
+            upstreams,
+            jwt: JwtSettings::from_settings(&s)?,
+            trusted_proxies: TrustedProxies::edge_from_settings(&s)?,
+            rate_limits: RateLimits {
+                per_client: quota(&s, &["RATE_LIMIT", "RATE_LIMIT_PER_MINUTE"], &["RATE_LIMIT_BURST"], 1200, 200)?,
+                per_user: quota(&s, &["USER_RATE_LIMIT"], &["USER_RATE_LIMIT_BURST"], 1200, 200)?,
+                auth: quota(&s, &["AUTH_RATE_LIMIT"], &["AUTH_RATE_LIMIT_BURST"], 30, 10)?,
+                redis_url,
+                redis_prefix: s.string(&["REDIS_KEY_PREFIX"]).unwrap_or_else(|| "ordermesh".into()),
+            },
+            resilience: Resilience {
+                connect_timeout: s.duration_or(
+                    &["UPSTREAM_CONNECT_TIMEOUT"],
+                    Duration::from_millis(1),
+                    Duration::from_millis(500),
+                )?,
+                request_timeout: s.duration_or(
+                    &["UPSTREAM_TIMEOUT"],
+                    Duration::from_secs(1),
+                    Duration::from_secs(10),
+                )?,
+                max_retries: s.parse_checked(&["RETRY_MAX"], 2u32, |n| {
+                    if *n <= 10 { Ok(()) } else { Err("at most 10".into()) }
+                })?,
+                retry_budget_ratio: fraction(&s, &["RETRY_BUDGET_RATIO"], 0.1)?,
+                retry_backoff: s.duration_or(
+                    &["RETRY_BACKOFF"],
+                    Duration::from_millis(1),
+                    Duration::from_millis(25),
+                )?,
+                breaker_failure_ratio: fraction(&s, &["BREAKER_FAILURE_RATIO"], 0.5)?,
+                breaker_min_requests: s.parse_or(&["BREAKER_MIN_REQUESTS"], 10u32)?,
+                breaker_window: s.duration_or(&["BREAKER_WINDOW"], Duration::from_secs(1), Duration::from_secs(10))?,
+                breaker_open_for: s.duration_or(
+                    &["BREAKER_OPEN_FOR"],
+                    Duration::from_secs(1),
+                    Duration::from_secs(5),
+                )?,
+                health_interval: s.duration_or(
+                    &["HEALTH_CHECK_INTERVAL"],
+                    Duration::from_secs(1),
+                    Duration::from_secs(2),
+                )?,
+                eject_after_failures: s.parse_or(&["EJECT_AFTER_FAILURES"], 5u32)?,
+            },
+            cors: Cors { allowed_origins, allow_credentials },
+            revocation_poll: s.duration_or(
+                &["REVOCATION_POLL_INTERVAL"],
+                Duration::from_millis(1),
+                Duration::from_secs(1),
+            )?,
+            session_key,
+            secure_cookies: s.bool_or(&["SECURE_COOKIES"], production)?,
+            dashboard_sample_interval: {
+                let d =
+                    s.duration_or(&["DASHBOARD_SAMPLE_INTERVAL"], Duration::from_secs(1), Duration::from_secs(5))?;
+                if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&d) {
+                    return Err(ConfigError::invalid(
+                        "DASHBOARD_SAMPLE_INTERVAL",
+                        &format!("{d:?}"),
+                        Origin::Environment,
+                        "must be between 1 s and 10 min",
+                    ));
+                }
+                d
+            },
+        })
+    }
+}
+
+fn parse_key_material(value: &str) -> Option<Vec<u8>> {
+    let value = value.trim();
+    let bytes = hex::decode(value).ok().or_else(|| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.decode(value).ok()
+    })?;
+    (bytes.len() >= 64).then_some(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn localhost() -> IpAddr {
+        IpAddr::from([127, 0, 0, 1])
+    }
+
+    #[test]
+    fn defaults_and_instance_lists() {
+        let s = Settings::from_pairs([("ORDER_SERVICE_URL", "http://a:8082,http://b:8092"), ("RATE_LIMIT", "100")]);
+        let c = Config::from_settings(&s, localhost(), 0).unwrap();
+        assert_eq!(c.upstreams.orders.len(), 2);
+        assert_eq!(c.rate_limits.per_client.per_minute, 100);
+        assert!(c.cors.allowed_origins.is_empty());
+    }
+
+    #[test]
+    fn wildcard_with_credentials_is_refused() {
+        let s = Settings::from_pairs([("CORS_ALLOWED_ORIGINS", "*"), ("CORS_ALLOW_CREDENTIALS", "true")]);
+        let err = Config::from_settings(&s, localhost(), 0).unwrap_err().to_string();
+        assert!(err.contains("CORS_ALLOWED_ORIGINS"), "{err}");
+    }
+
+    #[test]
+    fn seed_003_redis_parts_make_a_url() {
+        let s = Settings::from_pairs([("REDIS_HOST", "cache"), ("REDIS_PORT", "6380"), ("REDIS_DB", "2")]);
+        let c = Config::from_settings(&s, localhost(), 0).unwrap();
+        assert_eq!(c.rate_limits.redis_url.as_deref(), Some("redis://cache:6380/2"));
+    }
+
+    #[test]
+    fn storefront_settings() {
+        let c = Config::from_settings(&Settings::from_pairs([("GATEWAY_UNUSED", "1")]), localhost(), 0).unwrap();
+        assert_eq!(c.dashboard_sample_interval, Duration::from_secs(5));
+        assert!(!c.secure_cookies, "plain http://localhost works out of the box");
+        assert!(c.session_key.is_none(), "a random key per process");
+        let key = "ab".repeat(64);
+        let s = Settings::from_pairs([
+            ("DASHBOARD_SAMPLE_INTERVAL", "2s"),
+            ("SECURE_COOKIES", "true"),
+            ("SESSION_KEY", key.as_str()),
+        ]);
+        let c = Config::from_settings(&s, localhost(), 0).unwrap();
+        assert_eq!(c.dashboard_sample_interval, Duration::from_secs(2));
+        assert!(c.secure_cookies);
+        assert_eq!(c.session_key.as_deref().map(<[u8]>::len), Some(64));
+        for bad in ["0", "1h", "soon"] {
+            let err =
+                Config::from_settings(&Settings::from_pairs([("DASHBOARD_SAMPLE_INTERVAL", bad)]), localhost(), 0)
+                    .unwrap_err()
+                    .to_string();
+            assert!(err.contains("DASHBOARD_SAMPLE_INTERVAL"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn bad_values_name_their_setting() {
+        for (key, value) in
+            [("RATE_LIMIT", "0"), ("RETRY_BUDGET_RATIO", "2"), ("UPSTREAM_TIMEOUT", "soon"), ("SESSION_KEY", "short")]
+        {
+            let err =
+                Config::from_settings(&Settings::from_pairs([(key, value)]), localhost(), 0).unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+}

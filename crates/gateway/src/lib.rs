@@ -1,0 +1,209 @@
+//! The API gateway: the one address clients use. A stack of small, named layers (request
+//! ids, access log, metrics, rate limits, CORS, edge authentication) in front of a reverse
+//! proxy that balances load across service instances, trips circuit breakers, retries what is
+//! safe to retry, and reports every upstream instance's health.
+
+pub mod config;
+pub mod dialects;
+pub mod edge;
+pub mod health;
+pub mod openapi;
+pub mod proxy;
+pub mod ratelimit;
+pub mod rpc;
+pub mod rules;
+pub mod upstream;
+pub mod web;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use kit::Problem;
+use kit::auth::{HttpRevocations, RevocationSet, TokenVerifier};
+use kit::client::ServiceClient;
+use kit::metrics::Metrics;
+use kit::server::{Readiness, ServiceShell};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa::OpenApi;
+
+pub use config::Config;
+
+use crate::edge::Edge;
+use crate::proxy::Proxy;
+use crate::ratelimit::Limiter;
+use crate::rules::Service;
+use crate::upstream::Upstream;
+
+pub const SERVICE: &str = "gateway";
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub proxy: Arc<Proxy>,
+    pub users: Arc<Upstream>,
+    pub catalog: Arc<Upstream>,
+    pub orders: Arc<Upstream>,
+    pub edge: Arc<Edge>,
+    pub metrics: Metrics,
+    /// What `/openapi.json`, `/docs` and `/redoc` describe: the gateway's own endpoints, or,
+    /// when the binary provides the services' documents, the whole public API.
+    pub openapi: Arc<utoipa::openapi::OpenApi>,
+}
+
+impl AppState {
+    pub async fn start(config: Config) -> Result<Self, String> {
+        let metrics = Metrics::new(SERVICE);
+        metrics.spawn_upkeep();
+        let r = &config.resilience;
+        let users = Arc::new(Upstream::new("users", &config.upstreams.users, r));
+        let catalog = Arc::new(Upstream::new("catalog", &config.upstreams.catalog, r));
+        let orders = Arc::new(Upstream::new("orders", &config.upstreams.orders, r));
+        let probe = reqwest::Client::builder().no_proxy().build().map_err(|e| e.to_string())?;
+        for upstream in [&users, &catalog, &orders] {
+            upstream.spawn_health_checks(probe.clone(), r.health_interval);
+        }
+        let users_client = ServiceClient::new("users", config.upstreams.users.clone(), Default::default());
+        let revoked = RevocationSet::default();
+        revoked.spawn_poller(HttpRevocations(users_client.clone()), config.revocation_poll);
+        let verifier = TokenVerifier::for_service(&config.jwt, users_client, revoked);
+        verifier.warm_up().await;
+        let limits = &config.rate_limits;
+        let limiter = Limiter::new(limits.redis_url.clone(), limits.redis_prefix.clone(), metrics.clone());
+        if let Some(url) = &limits.redis_url {
+            edge::spawn_revocation_listener(
+                url.clone(),
+                edge::revocation_channel(&limits.redis_prefix),
+                verifier.clone(),
+            );
+        }
+        let edge = Arc::new(Edge {
+            verifier,
+            limiter,
+            limits: config.rate_limits.clone(),
+            trusted: config.trusted_proxies.clone(),
+            metrics: metrics.clone(),
+        });
+        let proxy = Arc::new(Proxy {
+            client: proxy::http_client(r),
+            resilience: r.clone(),
+            trusted: config.trusted_proxies.clone(),
+            body_limit: config.server.body_limit,
+            metrics: metrics.clone(),
+        });
+        health::spawn_breaker_gauges(metrics.clone(), vec![users.clone(), catalog.clone(), orders.clone()]);
+        Ok(AppState {
+            config: Arc::new(config),
+            proxy,
+            users,
+            catalog,
+            orders,
+            edge,
+            metrics,
+            openapi: Arc::new(ApiDoc::openapi()),
+        })
+    }
+
+    /// What the Cap'n Web shop calls: the users and orders services, and the edge (its token
+    /// verifier and rate limits).
+    pub fn shop_backend(&self) -> rpc::ShopBackend {
+        let timeouts = kit::client::ClientTimeouts {
+            connect: self.config.resilience.connect_timeout,
+            total: self.config.resilience.request_timeout,
+        };
+        rpc::ShopBackend {
+            users: ServiceClient::new("users", self.config.upstreams.users.clone(), timeouts),
+            orders: ServiceClient::new("orders", self.config.upstreams.orders.clone(), timeouts),
+            edge: self.edge.clone(),
+        }
+    }
+
+    fn upstream(&self, service: Service) -> &Upstream {
+        match service {
+            Service::Users => &self.users,
+            Service::Catalog => &self.catalog,
+            Service::Orders => &self.orders,
+        }
+    }
+}
+
+/// Every `/api/...` request: find the service, forward it.
+async fn proxy_api(State(state): State<AppState>, req: Request) -> Response {
+    let path_and_query = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+    let Some((service, upstream_path)) = rules::route(&path_and_query) else {
+        return Problem::not_found(format!("No API at {}", req.uri().path())).into_response();
+    };
+    let upstream_path = upstream_path.to_string();
+    state.proxy.forward(state.upstream(service), req, &upstream_path).await
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "ordermesh gateway", description = "The platform's single entry point."),
+    paths(health::health),
+    components(schemas(kit::Problem, health::PlatformHealth, health::UpstreamHealth, health::InstanceHealth))
+)]
+pub struct ApiDoc;
+
+fn cors(config: &config::Cors) -> CorsLayer {
+    let origins: Vec<HeaderValue> =
+        config.allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    let allow_origin =
+        if config.allowed_origins.iter().any(|o| o == "*") { AllowOrigin::any() } else { AllowOrigin::list(origins) };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+            "idempotency-key".parse().expect("static"),
+        ])
+        .expose_headers([header::ETAG, header::LOCATION, header::RETRY_AFTER, "x-request-id".parse().expect("static")])
+        .allow_credentials(config.allow_credentials)
+        .max_age(std::time::Duration::from_secs(600))
+}
+
+pub fn router(state: AppState) -> Router {
+    let edge = state.edge.clone();
+    let api = Router::new()
+        .route("/api/{*rest}", any(proxy_api))
+        .route("/api", any(proxy_api))
+        .route("/health", get(health::health))
+        .with_state(state.clone())
+        .merge(rpc::routes(state.shop_backend(), capnweb::Limits::default()))
+        .merge(web::router(state.clone()))
+        .layer(axum::middleware::from_fn(edge::api_response_headers))
+        .layer(axum::middleware::from_fn_with_state(edge.clone(), edge::user_rate_limit))
+        .layer(axum::middleware::from_fn_with_state(edge.clone(), edge::edge_auth))
+        .layer(cors(&state.config.cors))
+        .layer(axum::middleware::from_fn_with_state(edge, edge::client_rate_limit));
+    let ready_state = state.clone();
+    // Ready while some service can be reached: a partial outage degrades /health but must not
+    // take every gateway out of rotation, or the whole site would go dark with one service.
+    let readiness = Readiness::default().check("upstreams", move || {
+        let state = ready_state.clone();
+        async move {
+            let report = health::report(&state);
+            if report.unavailable.len() < report.upstreams.len() {
+                Ok(())
+            } else {
+                Err("no service can be reached".to_string())
+            }
+        }
+    });
+    let gateway =
+        ServiceShell::new(SERVICE, state.metrics.clone(), state.config.server.clone(), (*state.openapi).clone())
+            .with_readiness(readiness)
+            .with_own_health()
+            .logging_each_request()
+            .wrap(api);
+    // Seed requests are translated before routing, so they are routed, limited and
+    // authorised exactly as the canonical requests they become.
+    Router::new().fallback_service(
+        tower::ServiceBuilder::new().layer(axum::middleware::from_fn(dialects::seed_dialects)).service(gateway),
+    )
+}
