@@ -1,0 +1,305 @@
+//! Which services run where: `up` (all in one process), `serve` (one), `migrate`, `openapi`.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Router;
+use futures::future::BoxFuture;
+use kit::config::{Origin, Settings};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServiceName {
+    Gateway,
+    Users,
+    Catalog,
+    Orders,
+}
+
+impl ServiceName {
+    /// Start order for `up`: a service's dependencies come before it.
+    const ALL: &'static [ServiceName] =
+        &[ServiceName::Users, ServiceName::Catalog, ServiceName::Orders, ServiceName::Gateway];
+
+    pub fn default_port(self) -> u16 {
+        match self {
+            ServiceName::Gateway => gateway::config::DEFAULT_PORT,
+            ServiceName::Users => users::config::DEFAULT_PORT,
+            ServiceName::Orders => orders::config::DEFAULT_PORT,
+            ServiceName::Catalog => catalog::config::DEFAULT_PORT,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            ServiceName::Gateway => "gateway",
+            ServiceName::Users => "users",
+            ServiceName::Catalog => "catalog",
+            ServiceName::Orders => "orders",
+        }
+    }
+
+    /// The setting other services read this service's address from (the seeds' names).
+    fn url_key(self) -> &'static str {
+        match self {
+            ServiceName::Gateway => "GATEWAY_URL",
+            ServiceName::Users => "USER_SERVICE_URL",
+            ServiceName::Catalog => "CATALOG_SERVICE_URL",
+            ServiceName::Orders => "ORDER_SERVICE_URL",
+        }
+    }
+
+    fn implemented(self) -> bool {
+        Self::ALL.contains(&self)
+    }
+}
+
+/// A started service: its router, and how to close what it holds open (database pools).
+struct Started {
+    router: Router,
+    close: BoxFuture<'static, ()>,
+    request_timeout: Duration,
+    shutdown_grace: Duration,
+}
+
+async fn start(service: ServiceName, settings: &Settings, host: IpAddr, port: u16) -> anyhow::Result<Started> {
+    match service {
+        ServiceName::Users => {
+            let config = users::Config::from_settings(settings, host, port)?;
+            let server = config.server.clone();
+            let state = users::AppState::start(config).await.context("the users service could not start")?;
+            let db = state.users.store().db().clone();
+            Ok(Started {
+                router: users::router(state),
+                close: Box::pin(async move { db.close().await }),
+                request_timeout: server.request_timeout,
+                shutdown_grace: server.shutdown_grace,
+            })
+        }
+        ServiceName::Catalog => {
+            let config = catalog::Config::from_settings(settings, host, port)?;
+            let server = config.server.clone();
+            let state = catalog::AppState::start(config).await.context("the catalog service could not start")?;
+            let db = state.catalog.store().db().clone();
+            Ok(Started {
+                router: catalog::router(state),
+                close: Box::pin(async move { db.close().await }),
+                request_timeout: server.request_timeout,
+                shutdown_grace: server.shutdown_grace,
+            })
+        }
+        ServiceName::Orders => {
+            let config = orders::Config::from_settings(settings, host, port)?;
+            let server = config.server.clone();
+            let state = orders::AppState::start(config).await.context("the orders service could not start")?;
+            let db = state.orders.store().db().clone();
+            Ok(Started {
+                router: orders::router(state),
+                close: Box::pin(async move { db.close().await }),
+                request_timeout: server.request_timeout,
+                shutdown_grace: server.shutdown_grace,
+            })
+        }
+        ServiceName::Gateway => {
+            let config = gateway::Config::from_settings(settings, host, port)?;
+            let server = config.server.clone();
+            let mut state = gateway::AppState::start(config)
+                .await
+                .map_err(|e| anyhow::anyhow!("the gateway could not start: {e}"))?;
+            state.openapi = Arc::new(public_api());
+            Ok(Started {
+                router: gateway::router(state),
+                close: Box::pin(async {}),
+                request_timeout: server.request_timeout,
+                shutdown_grace: server.shutdown_grace,
+            })
+        }
+    }
+}
+
+pub fn openapi(service: ServiceName) -> String {
+    use utoipa::OpenApi;
+    let doc = match service {
+        ServiceName::Users => users::ApiDoc::openapi(),
+        ServiceName::Catalog => catalog::ApiDoc::openapi(),
+        ServiceName::Orders => orders::ApiDoc::openapi(),
+        ServiceName::Gateway => public_api(),
+    };
+    serde_json::to_string_pretty(&kit::docs::to_json(&doc)).unwrap_or_default()
+}
+
+/// The gateway's public API document, from each service's own.
+fn public_api() -> utoipa::openapi::OpenApi {
+    use gateway::rules::Service;
+    use utoipa::OpenApi;
+    gateway::openapi::public_api(&[
+        (Service::Users, users::ApiDoc::openapi()),
+        (Service::Catalog, catalog::ApiDoc::openapi()),
+        (Service::Orders, orders::ApiDoc::openapi()),
+    ])
+}
+
+fn port_for(settings: &Settings, key: &str, default: u16) -> anyhow::Result<u16> {
+    Ok(settings.global().parse_or(&[key], default)?)
+}
+
+async fn bind(host: IpAddr, port: u16, service: ServiceName) -> anyhow::Result<TcpListener> {
+    let addr = SocketAddr::new(host, port);
+    TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "the {} service cannot listen on {addr} (is another ordermesh, or something else, using the port?)",
+            service.as_str()
+        )
+    })
+}
+
+/// The address other services use to reach a listener bound to `host`.
+fn reachable_url(host: IpAddr, listener: &TcpListener) -> anyhow::Result<String> {
+    let port = listener.local_addr()?.port();
+    let host = if host.is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { host };
+    Ok(match host {
+        IpAddr::V6(v6) => format!("http://[{v6}]:{port}"),
+        IpAddr::V4(v4) => format!("http://{v4}:{port}"),
+    })
+}
+
+/// Every service in one process, each on its own port, talking over loopback HTTP.
+pub async fn up(mut settings: Settings) -> anyhow::Result<()> {
+    let started_at = Instant::now();
+    let host: IpAddr = settings.global().parse_or(&["HOST"], IpAddr::V4(Ipv4Addr::LOCALHOST))?;
+    share_a_fresh_service_secret(&mut settings);
+    // Bind everything first: with port 0 (tests) the real ports are known only after binding,
+    // and each service must be told where the others are before it starts.
+    let mut listeners = Vec::new();
+    for &service in ServiceName::ALL {
+        let port = match service {
+            ServiceName::Gateway => port_for(&settings, "PORT", service.default_port())?,
+            _ => port_for(&settings, &format!("{}_PORT", service.as_str().to_uppercase()), service.default_port())?,
+        };
+        let listener = bind(host, port, service).await?;
+        // In `up` the services find each other here, whatever *_SERVICE_URL says.
+        settings.insert(service.url_key(), reachable_url(host, &listener)?, Origin::CommandLine);
+        listeners.push((service, listener));
+    }
+    let stop = CancellationToken::new();
+    let mut running = Vec::new();
+    let mut closers = Vec::new();
+    for (service, listener) in listeners {
+        let port = listener.local_addr()?.port();
+        let started = start(service, &settings, host, port).await?;
+        closers.push(started.close);
+        let stop = stop.clone();
+        running.push(tokio::spawn(kit::server::serve(listener, started.router, stop, started.shutdown_grace)));
+        let _ = started.request_timeout;
+    }
+    let front = ServiceName::ALL
+        .iter()
+        .find(|s| **s == ServiceName::Gateway)
+        .or_else(|| ServiceName::ALL.first())
+        .copied()
+        .unwrap_or(ServiceName::Users);
+    let front_url = settings.global().string(&[front.url_key()]).unwrap_or_default();
+    tracing::info!(
+        ready_ms = started_at.elapsed().as_millis() as u64,
+        url = %front_url,
+        "ordermesh is up: {} on {front_url}",
+        front.as_str()
+    );
+    kit::server::shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    stop.cancel();
+    for task in running {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "server stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "server task failed"),
+        }
+    }
+    for close in closers {
+        close.await;
+    }
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// In `up` the users service and the orders service live in one process, so unless the
+/// operator chose credentials, they agree on a random secret for this run rather than on the
+/// well-known development default.
+fn share_a_fresh_service_secret(settings: &mut Settings) {
+    let s = settings.global();
+    if s.string(&["SERVICE_CLIENTS"]).is_some() || s.string(&["ORDERS_CLIENT_SECRET"]).is_some() {
+        return;
+    }
+    let secret = uuid::Uuid::new_v4().simple().to_string();
+    settings.insert("ORDERS_CLIENT_SECRET", secret.clone(), Origin::CommandLine);
+    settings.insert("SERVICE_CLIENTS", format!("orders:{secret}"), Origin::CommandLine);
+}
+
+/// One service in this process.
+pub async fn serve(service: ServiceName, settings: Settings) -> anyhow::Result<()> {
+    if !service.implemented() {
+        anyhow::bail!("the {} service is not part of this build yet", service.as_str());
+    }
+    let host: IpAddr = settings.scoped(service.as_str()).parse_or(&["HOST"], IpAddr::V4(Ipv4Addr::UNSPECIFIED))?;
+    let port: u16 = settings.scoped(service.as_str()).parse_or(&["PORT"], service.default_port())?;
+    let listener = bind(host, port, service).await?;
+    let started = start(service, &settings, host, listener.local_addr()?.port()).await?;
+    tracing::info!(service = service.as_str(), addr = %listener.local_addr()?, "serving");
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(kit::server::serve(listener, started.router, stop.clone(), started.shutdown_grace));
+    kit::server::shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    stop.cancel();
+    server.await??;
+    started.close.await;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Applies migrations and exits; safe to run while instances start (PostgreSQL migrations take
+/// an advisory lock).
+pub async fn migrate(service: Option<ServiceName>, settings: Settings) -> anyhow::Result<()> {
+    let services: Vec<ServiceName> = match service {
+        Some(s) => vec![s],
+        None => ServiceName::ALL.to_vec(),
+    };
+    for service in services {
+        // Only the database settings matter here: a migration job needs no signing key or
+        // service secret.
+        let migrator = match service {
+            ServiceName::Users => &users::store::MIGRATOR,
+            ServiceName::Catalog => &catalog::store::MIGRATOR,
+            ServiceName::Orders => &orders::store::MIGRATOR,
+            ServiceName::Gateway => {
+                tracing::info!("the gateway has no database");
+                continue;
+            }
+        };
+        let scoped = settings.scoped(service.as_str());
+        let data_dir: std::path::PathBuf = scoped.parse_or(&["DATA_DIR"], std::path::PathBuf::from("data"))?;
+        let db_config = kit::db::DbConfig::from_settings(&scoped, service.as_str(), &data_dir)?;
+        let db = kit::db::Db::connect(&db_config).await?;
+        db.migrate(migrator).await?;
+        db.close().await;
+        tracing::info!(service = service.as_str(), "migrations applied");
+    }
+    Ok(())
+}
+
+/// A one-shot GET with a short timeout, on a small runtime of its own.
+pub fn healthcheck(url: &str) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(_) => return std::process::ExitCode::FAILURE,
+    };
+    let ok = runtime.block_on(async {
+        let Ok(client) = reqwest::Client::builder().timeout(Duration::from_secs(3)).no_proxy().build() else {
+            return false;
+        };
+        matches!(client.get(url).send().await, Ok(res) if res.status().is_success())
+    });
+    if ok { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE }
+}
