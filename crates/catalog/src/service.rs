@@ -222,14 +222,17 @@ impl Catalog {
     /// each reservation changes state once.
     pub async fn release_expired(&self) -> Result<usize> {
         let ids = self.store.expired_held(now_ms(), 500).await?;
+        let mut expired = 0;
         for id in &ids {
-            self.store.release(id, ReservationState::Expired).await?;
+            if self.store.expire(id).await? {
+                expired += 1;
+            }
         }
-        if !ids.is_empty() {
-            tracing::info!(count = ids.len(), "expired reservations released");
-            self.metrics.record(|| metrics::counter!("reservations_expired_total").increment(ids.len() as u64));
+        if expired > 0 {
+            tracing::info!(count = expired, "expired reservations released");
+            self.metrics.record(|| metrics::counter!("reservations_expired_total").increment(expired as u64));
         }
-        Ok(ids.len())
+        Ok(expired)
     }
 
     pub async fn list(
@@ -447,7 +450,7 @@ impl Catalog {
     pub async fn release(&self, caller: &Principal, id: &str) -> Result<Reservation> {
         Self::require_service(caller)?;
         let id = ReservationId::parse(id)?;
-        Ok(self.reservation_view(&self.store.release(id.as_str(), ReservationState::Released).await?))
+        Ok(self.reservation_view(&self.store.release(id.as_str()).await?))
     }
 
     pub async fn reservation(&self, caller: &Principal, id: &str) -> Result<Reservation> {

@@ -462,14 +462,23 @@ impl Store {
         row.ok_or_else(|| CatalogError::NotFound(format!("No reservation {id}.")))
     }
 
-    /// held → `to` (released or expired): the stock is available again; committed → returned:
-    /// the stock goes back on hand. Idempotent.
-    pub async fn release(&self, id: &str, to: ReservationState) -> Result<ReservationRow> {
+    /// held → released: the stock is available again; committed → returned: the stock goes
+    /// back on hand. Idempotent.
+    pub async fn release(&self, id: &str) -> Result<ReservationRow> {
         let mut tx = self.db.begin_write().await?;
-        release_in(&mut tx, id, to).await?;
+        release_in(&mut tx, id).await?;
         let row = load_reservation(&mut tx, id).await?;
         tx.commit().await?;
         row.ok_or_else(|| CatalogError::NotFound(format!("No reservation {id}.")))
+    }
+
+    /// Expires one reservation listed by `expired_held` if it is still held; false if it was
+    /// settled in between.
+    pub async fn expire(&self, id: &str) -> Result<bool> {
+        let mut tx = self.db.begin_write().await?;
+        let expired = expire_in(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(expired)
     }
 
     pub async fn expired_held(&self, now: i64, limit: i64) -> Result<Vec<String>> {
@@ -508,23 +517,31 @@ impl Store {
         if !fresh {
             return Ok(false);
         }
+        // The effect runs inside a savepoint so that one refused part-way (a late commit that
+        // finds too little stock for its second line) leaves no partial change behind while
+        // the event itself is still recorded.
+        sqlx::query("SAVEPOINT event_effect").execute(&mut *tx).await?;
         let outcome = match effect {
             EventEffect::Commit(id) => commit_in(&mut tx, id).await,
-            EventEffect::Return(id) => release_in(&mut tx, id, ReservationState::Released).await,
+            EventEffect::Return(id) => release_in(&mut tx, id).await,
             EventEffect::None => Ok(()),
         };
-        match outcome {
-            Ok(()) => {}
+        let refused = match outcome {
+            Ok(()) => false,
             // An event about a reservation we never saw (or cannot honour) is recorded, not
             // retried forever: redelivering it cannot change the answer.
             Err(CatalogError::NotFound(why)) | Err(CatalogError::Conflict(why)) => {
                 tracing::warn!(event_id, kind, order_id, why, "order event could not be applied");
+                true
             }
             Err(CatalogError::InsufficientStock { product_id, .. }) => {
                 tracing::error!(event_id, order_id, product_id, "late commit found no stock for a live order");
+                true
             }
             Err(e) => return Err(e),
-        }
+        };
+        let end = if refused { "ROLLBACK TO SAVEPOINT event_effect" } else { "RELEASE SAVEPOINT event_effect" };
+        sqlx::query(end).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -670,93 +687,138 @@ async fn transition(conn: &mut AnyConnection, id: &str, from: ReservationState, 
         == 1)
 }
 
+/// How often a state change may lose a race before we give up. States only move forward
+/// (held → committed/expired/released, expired → committed, committed → returned), so two
+/// rounds settle every race; the rest is margin.
+const TRANSITION_ATTEMPTS: usize = 4;
+
+/// held → committed: the reserved stock leaves the shelf. expired → committed: a late commit
+/// of a live order takes its goods again if they are still there. On PostgreSQL another
+/// writer (the expiry sweeper, a second commit) may move the reservation between our read
+/// and our update; the update then changes nothing and we look again, since each statement
+/// there sees what others committed.
 async fn commit_in(conn: &mut AnyConnection, id: &str) -> Result<()> {
-    let (state, _) =
-        reservation_header(conn, id).await?.ok_or_else(|| CatalogError::NotFound(format!("No reservation {id}.")))?;
-    let now = now_ms();
-    match state {
-        ReservationState::Committed => Ok(()),
-        ReservationState::Held => {
-            if transition(conn, id, ReservationState::Held, ReservationState::Committed).await? {
-                for (product, quantity) in line_quantities(conn, id).await? {
-                    sqlx::query(
-                        "UPDATE products SET stock_on_hand = stock_on_hand - $2, stock_reserved = stock_reserved - $2,
-                                             updated_at = $3 WHERE id = $1",
-                    )
-                    .bind(product)
-                    .bind(quantity)
-                    .bind(now)
-                    .execute(&mut *conn)
-                    .await?;
+    for _ in 0..TRANSITION_ATTEMPTS {
+        let (state, _) = reservation_header(conn, id)
+            .await?
+            .ok_or_else(|| CatalogError::NotFound(format!("No reservation {id}.")))?;
+        let now = now_ms();
+        match state {
+            ReservationState::Committed => return Ok(()),
+            ReservationState::Held => {
+                if transition(conn, id, ReservationState::Held, ReservationState::Committed).await? {
+                    for (product, quantity) in line_quantities(conn, id).await? {
+                        sqlx::query(
+                            "UPDATE products SET stock_on_hand = stock_on_hand - $2,
+                                                 stock_reserved = stock_reserved - $2, updated_at = $3
+                             WHERE id = $1",
+                        )
+                        .bind(product)
+                        .bind(quantity)
+                        .bind(now)
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                    return Ok(());
                 }
             }
-            Ok(())
-        }
-        ReservationState::Expired => {
-            for (product, quantity) in line_quantities(conn, id).await? {
-                let taken = sqlx::query(
-                    "UPDATE products SET stock_on_hand = stock_on_hand - $2, updated_at = $3
-                     WHERE id = $1 AND stock_on_hand - stock_reserved >= $2",
-                )
-                .bind(product)
-                .bind(quantity)
-                .bind(now)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
-                if taken != 1 {
-                    return Err(CatalogError::InsufficientStock {
-                        product_id: product,
-                        sku: String::new(),
-                        requested: quantity,
-                        available: 0,
-                    });
+            ReservationState::Expired => {
+                // The state changes first so that two late commits cannot both take the goods;
+                // a shortfall fails the whole transaction (the caller rolls it back).
+                if transition(conn, id, ReservationState::Expired, ReservationState::Committed).await? {
+                    for (product, quantity) in line_quantities(conn, id).await? {
+                        let taken = sqlx::query(
+                            "UPDATE products SET stock_on_hand = stock_on_hand - $2, updated_at = $3
+                             WHERE id = $1 AND stock_on_hand - stock_reserved >= $2",
+                        )
+                        .bind(product)
+                        .bind(quantity)
+                        .bind(now)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected();
+                        if taken != 1 {
+                            return Err(CatalogError::InsufficientStock {
+                                product_id: product,
+                                sku: String::new(),
+                                requested: quantity,
+                                available: 0,
+                            });
+                        }
+                    }
+                    return Ok(());
                 }
             }
-            transition(conn, id, ReservationState::Expired, ReservationState::Committed).await?;
-            Ok(())
-        }
-        ReservationState::Released | ReservationState::Returned => {
-            Err(CatalogError::Conflict(format!("Reservation {id} was {}; it cannot be committed.", state.as_str())))
+            ReservationState::Released | ReservationState::Returned => {
+                return Err(CatalogError::Conflict(format!(
+                    "Reservation {id} was {}; it cannot be committed.",
+                    state.as_str()
+                )));
+            }
         }
     }
+    Err(CatalogError::Internal(format!("reservation {id} kept changing while being committed")))
 }
 
-async fn release_in(conn: &mut AnyConnection, id: &str, to: ReservationState) -> Result<()> {
-    let (state, _) =
-        reservation_header(conn, id).await?.ok_or_else(|| CatalogError::NotFound(format!("No reservation {id}.")))?;
-    let now = now_ms();
-    match state {
-        ReservationState::Held => {
-            if transition(conn, id, ReservationState::Held, to).await? {
-                for (product, quantity) in line_quantities(conn, id).await? {
-                    sqlx::query(
-                        "UPDATE products SET stock_reserved = stock_reserved - $2, updated_at = $3 WHERE id = $1",
-                    )
-                    .bind(product)
-                    .bind(quantity)
-                    .bind(now)
-                    .execute(&mut *conn)
-                    .await?;
+/// held → released: the stock is available again; committed → returned: the goods go back
+/// on the shelf. Anything else was already settled. Races are handled as in `commit_in`.
+async fn release_in(conn: &mut AnyConnection, id: &str) -> Result<()> {
+    for _ in 0..TRANSITION_ATTEMPTS {
+        let (state, _) = reservation_header(conn, id)
+            .await?
+            .ok_or_else(|| CatalogError::NotFound(format!("No reservation {id}.")))?;
+        let now = now_ms();
+        match state {
+            ReservationState::Held => {
+                if transition(conn, id, ReservationState::Held, ReservationState::Released).await? {
+                    for (product, quantity) in line_quantities(conn, id).await? {
+                        sqlx::query(
+                            "UPDATE products SET stock_reserved = stock_reserved - $2, updated_at = $3 WHERE id = $1",
+                        )
+                        .bind(product)
+                        .bind(quantity)
+                        .bind(now)
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                    return Ok(());
                 }
             }
-            Ok(())
-        }
-        ReservationState::Committed => {
-            if transition(conn, id, ReservationState::Committed, ReservationState::Returned).await? {
-                for (product, quantity) in line_quantities(conn, id).await? {
-                    sqlx::query(
-                        "UPDATE products SET stock_on_hand = stock_on_hand + $2, updated_at = $3 WHERE id = $1",
-                    )
-                    .bind(product)
-                    .bind(quantity)
-                    .bind(now)
-                    .execute(&mut *conn)
-                    .await?;
+            ReservationState::Committed => {
+                if transition(conn, id, ReservationState::Committed, ReservationState::Returned).await? {
+                    for (product, quantity) in line_quantities(conn, id).await? {
+                        sqlx::query(
+                            "UPDATE products SET stock_on_hand = stock_on_hand + $2, updated_at = $3 WHERE id = $1",
+                        )
+                        .bind(product)
+                        .bind(quantity)
+                        .bind(now)
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                    return Ok(());
                 }
             }
-            Ok(())
+            ReservationState::Released | ReservationState::Expired | ReservationState::Returned => return Ok(()),
         }
-        ReservationState::Released | ReservationState::Expired | ReservationState::Returned => Ok(()),
     }
+    Err(CatalogError::Internal(format!("reservation {id} kept changing while being released")))
+}
+
+/// held → expired, and nothing else: a reservation committed since the sweeper listed it
+/// belongs to a live order and must keep its goods.
+async fn expire_in(conn: &mut AnyConnection, id: &str) -> Result<bool> {
+    if !transition(conn, id, ReservationState::Held, ReservationState::Expired).await? {
+        return Ok(false);
+    }
+    let now = now_ms();
+    for (product, quantity) in line_quantities(conn, id).await? {
+        sqlx::query("UPDATE products SET stock_reserved = stock_reserved - $2, updated_at = $3 WHERE id = $1")
+            .bind(product)
+            .bind(quantity)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(true)
 }

@@ -498,3 +498,77 @@ async fn two_catalog_instances_on_one_database_never_oversell() {
     drop(second);
     h.finish().await;
 }
+
+/// The catalog on its own, without HTTP, for interleavings that requests cannot stage: its
+/// store is driven directly, the expiry sweeper is kept out of the way.
+async fn catalog_without_sweeper() -> (Arc<catalog::Catalog>, TestData) {
+    let (data, settings) = TestData::new("catalog");
+    let settings = settings.with("RESERVATION_SWEEP_INTERVAL", "1h");
+    let config = catalog::Config::from_settings(&settings, IpAddr::V4(Ipv4Addr::LOCALHOST), 0).unwrap();
+    let catalog = catalog::Catalog::start(config, kit::metrics::Metrics::new("catalog")).await.unwrap();
+    (catalog, data)
+}
+
+/// The sweeper lists held reservations past their time and then expires them one by one; a
+/// late commit (the order's follow-up or its event) may land in between, or several at once.
+/// Whatever the interleaving, a committed reservation's goods leave the shelf exactly once.
+#[tokio::test]
+async fn late_commits_and_the_expiry_sweeper_settle_each_reservation_once() {
+    use catalog::domain::{ProductRef, ReservationState};
+    let (catalog, data) = catalog_without_sweeper().await;
+    let store = catalog.store();
+    let before = store.get(4).await.unwrap().unwrap();
+    let past = kit::db::now_ms() - 1;
+
+    let listed_then_committed = "order:listed-then-committed";
+    store.reserve(listed_then_committed, "a", &[(ProductRef::Id(4), 2)], past).await.unwrap();
+    let listed = store.expired_held(kit::db::now_ms(), 500).await.unwrap();
+    assert!(listed.iter().any(|id| id == listed_then_committed), "{listed:?}");
+    store.commit(listed_then_committed).await.unwrap();
+    assert!(!store.expire(listed_then_committed).await.unwrap(), "the sweeper expired a committed reservation");
+    let row = store.reservation(listed_then_committed).await.unwrap().unwrap();
+    assert_eq!(row.state, ReservationState::Committed);
+
+    let expired_then_committed = "order:expired-then-committed";
+    store.reserve(expired_then_committed, "b", &[(ProductRef::Id(4), 3)], past).await.unwrap();
+    assert!(store.expire(expired_then_committed).await.unwrap());
+    let commits: Vec<_> = (0..6)
+        .map(|_| {
+            let catalog = catalog.clone();
+            tokio::spawn(async move { catalog.store().commit(expired_then_committed).await.map(|r| r.state) })
+        })
+        .collect();
+    for commit in commits {
+        assert_eq!(commit.await.unwrap().unwrap(), ReservationState::Committed);
+    }
+
+    let after = store.get(4).await.unwrap().unwrap();
+    assert_eq!(after.stock_on_hand, before.stock_on_hand - 5, "goods moved other than once per order");
+    assert_eq!(after.stock_reserved, before.stock_reserved);
+    data.cleanup().await;
+}
+
+/// A late commit whose second line finds too little stock changes nothing, not half: the
+/// event is still recorded, so it is not redelivered forever.
+#[tokio::test]
+async fn a_late_commit_that_cannot_be_honoured_leaves_no_partial_change() {
+    use catalog::domain::ProductRef;
+    use catalog::store::EventEffect;
+    let (catalog, data) = catalog_without_sweeper().await;
+    let store = catalog.store();
+    let past = kit::db::now_ms() - 1;
+    let short = "order:short";
+    store.reserve(short, "a", &[(ProductRef::Id(4), 1), (ProductRef::Id(5), 2)], past).await.unwrap();
+    assert!(store.expire(short).await.unwrap());
+    let scarce = store.get(5).await.unwrap().unwrap();
+    let rest = scarce.stock_on_hand - scarce.stock_reserved;
+    store.reserve("order:took-the-rest", "b", &[(ProductRef::Id(5), rest)], kit::db::now_ms() + 60_000).await.unwrap();
+    let first_line_before = store.get(4).await.unwrap().unwrap();
+
+    let event = "0190a0a0-0000-7000-8000-00000000abcd";
+    assert!(store.apply_event(event, "order.created", "an-order", EventEffect::Commit(short)).await.unwrap());
+    assert_eq!(store.get(4).await.unwrap().unwrap().stock_on_hand, first_line_before.stock_on_hand);
+    assert_eq!(store.reservation(short).await.unwrap().unwrap().state, catalog::domain::ReservationState::Expired);
+    assert!(!store.apply_event(event, "order.created", "an-order", EventEffect::Commit(short)).await.unwrap());
+    data.cleanup().await;
+}
