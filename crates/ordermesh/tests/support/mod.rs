@@ -17,6 +17,12 @@ use serde_json::{Value, json};
 
 pub use kit::testing::{NatsServer, free_port};
 
+/// The binary the tests start: `ORDERMESH_BIN` when set (`.ci/run` points the fault suite at
+/// the release build, since its latency bounds are about what ships), else this test build's.
+pub fn ordermesh_bin() -> PathBuf {
+    std::env::var_os("ORDERMESH_BIN").map(PathBuf::from).unwrap_or_else(|| env!("CARGO_BIN_EXE_ordermesh").into())
+}
+
 /// The fault tests bring up several servers each and run for minutes: they run when
 /// ORDERMESH_FAULTS is set (`.ci/run` sets it), and must then not be skipped.
 pub fn faults_enabled(test: &str) -> bool {
@@ -256,7 +262,7 @@ impl Up {
     /// Starts the process (again) and waits until every service is ready.
     pub fn resume(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ordermesh"))
+        let child = Command::new(ordermesh_bin())
             .arg("up")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
@@ -324,7 +330,7 @@ impl Serve {
         let port = free_port();
         let dir = scratch_dir(&format!("serve-{service}"));
         let log = std::fs::File::create(dir.join("ordermesh.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ordermesh"))
+        let child = Command::new(ordermesh_bin())
             .args(["serve", service])
             .envs(test_settings())
             .env("PORT", port.to_string())
@@ -380,7 +386,7 @@ impl Cluster {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let data_dir = scratch_dir("cluster");
         let state_file = data_dir.join("state.json");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ordermesh"));
+        let mut cmd = Command::new(ordermesh_bin());
         cmd.args(["cluster", "--base-port", "0", "--state-file"]).arg(&state_file);
         if !o.restart {
             cmd.arg("--no-restart");
