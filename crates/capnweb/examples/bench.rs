@@ -3,7 +3,8 @@
 //! call per request, then many calls per request).
 //!
 //! Usage: `bench [BASE_URL] [SECONDS_PER_RUN] [CALL] [TRANSPORTS]`, e.g.
-//! `bench http://127.0.0.1:8080 5 getUserProfile ws,batch`. CALL is
+//! `bench http://127.0.0.1:8080 5 getUserProfile ws,batch` (`ws:4x64` for one shape only:
+//! 4 connections × 64 calls in flight). CALL is
 //! - `ping` (default): the demo server's trivial method;
 //! - `getUserProfile`: the seed-000 shop interface, `getUserProfile(token)` after one `login`;
 //! - `createOrder`: the seed-000 `createOrder(user, items)` with one item; over WebSocket the
@@ -135,8 +136,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let workload = workload(&call, &ws_url).await?;
 
     let mut runs = Vec::new();
-    if transports.split(',').any(|t| t == "ws") {
-        for (connections, in_flight) in [(1, 1), (1, 64), (4, 64)] {
+    // `ws` runs the three standard shapes; `ws:CxN` only C connections × N calls in flight.
+    let mut shapes = Vec::new();
+    for t in transports.split(',') {
+        if t == "ws" {
+            shapes.extend([(1, 1), (1, 64), (4, 64)]);
+        } else if let Some((c, n)) = t.strip_prefix("ws:").and_then(|s| s.split_once('x')) {
+            shapes.push((c.parse()?, n.parse()?));
+        }
+    }
+    if !shapes.is_empty() {
+        for (connections, in_flight) in shapes {
             let (rate, failed) = websocket(&ws_url, &workload, connections, in_flight, run_for).await?;
             println!(
                 "{:<15} websocket  connections={connections:<2} in_flight/conn={in_flight:<4} {rate:>10.0} calls/s{}",
