@@ -771,16 +771,7 @@ async fn release_in(conn: &mut AnyConnection, id: &str) -> Result<()> {
         match state {
             ReservationState::Held => {
                 if transition(conn, id, ReservationState::Held, ReservationState::Released).await? {
-                    for (product, quantity) in line_quantities(conn, id).await? {
-                        sqlx::query(
-                            "UPDATE products SET stock_reserved = stock_reserved - $2, updated_at = $3 WHERE id = $1",
-                        )
-                        .bind(product)
-                        .bind(quantity)
-                        .bind(now)
-                        .execute(&mut *conn)
-                        .await?;
-                    }
+                    unreserve_lines(conn, id, now).await?;
                     return Ok(());
                 }
             }
@@ -811,7 +802,12 @@ async fn expire_in(conn: &mut AnyConnection, id: &str) -> Result<bool> {
     if !transition(conn, id, ReservationState::Held, ReservationState::Expired).await? {
         return Ok(false);
     }
-    let now = now_ms();
+    unreserve_lines(conn, id, now_ms()).await?;
+    Ok(true)
+}
+
+/// Makes a reservation's held quantities available again (released or expired).
+async fn unreserve_lines(conn: &mut AnyConnection, id: &str, now: i64) -> Result<()> {
     for (product, quantity) in line_quantities(conn, id).await? {
         sqlx::query("UPDATE products SET stock_reserved = stock_reserved - $2, updated_at = $3 WHERE id = $1")
             .bind(product)
@@ -820,5 +816,5 @@ async fn expire_in(conn: &mut AnyConnection, id: &str) -> Result<bool> {
             .execute(&mut *conn)
             .await?;
     }
-    Ok(true)
+    Ok(())
 }
