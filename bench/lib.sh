@@ -7,7 +7,8 @@ set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH_DIR/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/ordermesh-target}
-BIN="$CARGO_TARGET_DIR/release/ordermesh"
+# ORDERMESH_BIN: a binary built already (with BENCH_BUILD=0; .ci/run passes its one build).
+BIN="${ORDERMESH_BIN:-$CARGO_TARGET_DIR/release/ordermesh}"
 RESULTS="$BENCH_DIR/results"
 PORT_BASE=${BENCH_PORT_BASE:-28080}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ordermesh-bench.XXXXXX")

@@ -31,9 +31,13 @@ else
   npm install --no-audit --no-fund
 fi
 
-echo "== building ordermesh (release)"
-(cd "$root" && cargo build --release -p ordermesh)
-bin="$CARGO_TARGET_DIR/release/ordermesh"
+# ORDERMESH_BIN: a binary built already (.ci/run builds one for every suite); else build it.
+bin="${ORDERMESH_BIN:-}"
+if [ -z "$bin" ]; then
+  echo "== building ordermesh (release)"
+  (cd "$root" && cargo build --release -p ordermesh)
+  bin="$CARGO_TARGET_DIR/release/ordermesh"
+fi
 
 mkdir -p "$artifacts"
 rm -f "$artifacts"/*.png "$artifacts"/measurements.json

@@ -23,13 +23,17 @@ python3 -m venv "$work/venv"
 "$work/venv/bin/pip" install --quiet --disable-pip-version-check "py-capnweb==0.5.0"
 
 echo "== ordermesh"
-(cd "$root" && cargo build --quiet --release -p ordermesh)
+# ORDERMESH_BIN: a binary built already (.ci/run builds one for every suite); else build it.
+if [ -z "${ORDERMESH_BIN:-}" ]; then
+    (cd "$root" && cargo build --quiet --release -p ordermesh)
+    ORDERMESH_BIN="$CARGO_TARGET_DIR/release/ordermesh"
+fi
 port=$(free_port)
 # The two walkthroughs sign in 11 times within seconds from one address: more than the default
 # sign-in burst (10 per address), which is there against password guessing and is tested in
 # crates/gateway/tests/rpc.rs. Interop is what this run checks, so that limit is raised here.
 AUTH_RATE_LIMIT=600 AUTH_RATE_LIMIT_BURST=100 PORT=$port USERS_PORT=$(free_port) ORDERS_PORT=$(free_port) CATALOG_PORT=$(free_port) DATA_DIR="$work/data" \
-    LOG_FORMAT=json LOG_LEVEL=warn "$CARGO_TARGET_DIR/release/ordermesh" up >"$work/ordermesh.log" 2>&1 &
+    LOG_FORMAT=json LOG_LEVEL=warn "$ORDERMESH_BIN" up >"$work/ordermesh.log" 2>&1 &
 pid=$!
 base="http://127.0.0.1:$port"
 for _ in $(seq 1 100); do

@@ -1,6 +1,6 @@
 //! End-to-end tests of the gateway: real services (users, catalog, orders) or scripted
-//! upstreams on 127.0.0.1 port 0 behind a real gateway, all over HTTP. Redis tests run when
-//! `ORDERMESH_TEST_REDIS` is set (and must run in CI).
+//! upstreams on 127.0.0.1 port 0 behind a real gateway, all over HTTP. The Redis tests are
+//! ignored unless asked for (`--include-ignored`, with `ORDERMESH_TEST_REDIS`; `.ci/run` runs them).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{any, get};
 use kit::config::Settings;
-use kit::testing::TestServer;
+use kit::testing::{TestServer, required_env};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -369,12 +369,9 @@ async fn sign_in_attempts_have_their_own_strict_limit() {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis: ORDERMESH_TEST_REDIS"]
 async fn rate_limits_shared_through_redis() {
-    let Ok(redis_url) = std::env::var("ORDERMESH_TEST_REDIS") else {
-        assert!(std::env::var("CI").is_err(), "CI must run the Redis tests: set ORDERMESH_TEST_REDIS");
-        eprintln!("ORDERMESH_TEST_REDIS not set: skipping");
-        return;
-    };
+    let redis_url = required_env("ORDERMESH_TEST_REDIS");
     let upstream = Scripted::start().await;
     let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
     let extra = [
@@ -409,11 +406,9 @@ async fn rate_limits_shared_through_redis() {
 }
 
 #[tokio::test]
+#[ignore = "needs Redis: ORDERMESH_TEST_REDIS"]
 async fn a_logout_on_one_gateway_is_honoured_by_another_through_redis() {
-    let Ok(redis_url) = std::env::var("ORDERMESH_TEST_REDIS") else {
-        assert!(std::env::var("CI").is_err(), "CI must run the Redis tests: set ORDERMESH_TEST_REDIS");
-        return;
-    };
+    let redis_url = required_env("ORDERMESH_TEST_REDIS");
     // A slow revocation poll, so only the Redis broadcast can explain a prompt refusal.
     let services = Services::start(&|s| s).await;
     let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());

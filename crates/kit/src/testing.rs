@@ -21,19 +21,26 @@ impl TestData {
     /// A fresh data directory, and a fresh PostgreSQL schema when `ORDERMESH_TEST_POSTGRES` is
     /// set. The settings name them; add the test's own on top.
     pub fn new(service: &str) -> (Self, Settings) {
+        let (mut data, mut settings) = Self::sqlite(service);
+        if let Ok(url) = std::env::var("ORDERMESH_TEST_POSTGRES")
+            && !url.trim().is_empty()
+        {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            let schema = format!("t_{service}_{}", &id[..12]);
+            settings = settings.with("DATABASE_URL", url.clone()).with("DATABASE_SCHEMA", schema.clone());
+            data.postgres = Some((url, schema));
+        }
+        (data, settings)
+    }
+
+    /// A fresh data directory on SQLite whatever `ORDERMESH_TEST_POSTGRES` says, for a test of
+    /// SQLite's own behaviour (its write lock, its files).
+    pub fn sqlite(service: &str) -> (Self, Settings) {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let dir = std::env::temp_dir().join(format!("ordermesh-test-{service}-{id}"));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let mut settings = Settings::from_pairs([("DATA_DIR", dir.display().to_string())]);
-        let postgres = match std::env::var("ORDERMESH_TEST_POSTGRES") {
-            Ok(url) if !url.trim().is_empty() => {
-                let schema = format!("t_{service}_{}", &id[..12]);
-                settings = settings.with("DATABASE_URL", url.clone()).with("DATABASE_SCHEMA", schema.clone());
-                Some((url, schema))
-            }
-            _ => None,
-        };
-        (TestData { dir, postgres }, settings)
+        let settings = Settings::from_pairs([("DATA_DIR", dir.display().to_string())]);
+        (TestData { dir, postgres: None }, settings)
     }
 
     pub fn backend_name(&self) -> &'static str {
@@ -83,10 +90,21 @@ impl Drop for TestServer {
     }
 }
 
+/// The value of a variable naming a backing service (`ORDERMESH_TEST_REDIS`, …) for a test
+/// that cannot run without it. Such a test is `#[ignore = "needs …"]`, so `cargo test` lists
+/// it as ignored with its reason; asked for (`--include-ignored`, as `.ci/run` does), a missing
+/// variable fails it: it never passes without having run.
+pub fn required_env(var: &str) -> String {
+    match std::env::var(var) {
+        Ok(value) if !value.trim().is_empty() => value,
+        _ => panic!("this test needs {var}: set it to run the test (it is ignored by default)"),
+    }
+}
+
 /// A private NATS server with JetStream for a test, on a free loopback port, with its own
 /// store directory; it can be stopped and started again on the same port and store (an
-/// outage). Without the nats-server binary the test is skipped, except in CI (`CI=true`),
-/// where a missing broker must fail the suite loudly.
+/// outage). A test that uses one is `#[ignore = "needs nats-server"]`; run without the
+/// nats-server binary, it fails.
 pub struct NatsServer {
     pub port: u16,
     store: PathBuf,
@@ -94,21 +112,14 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
-    pub fn start() -> Option<Self> {
-        let binary = nats_binary();
-        if binary.is_none() {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("nats-server is not installed, and CI must run the NATS tests");
-            }
-            eprintln!("nats-server not found: skipping this NATS test");
-            return None;
-        }
+    pub fn start() -> Self {
+        assert!(nats_binary().is_some(), "this test needs the nats-server binary (Debian package nats-server)");
         let port = free_port();
         let store = std::env::temp_dir().join(format!("ordermesh-nats-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&store).expect("nats store dir");
         let mut server = NatsServer { port, store, child: None };
         server.resume();
-        Some(server)
+        server
     }
 
     pub fn url(&self) -> String {

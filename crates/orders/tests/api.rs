@@ -27,22 +27,31 @@ impl Platform {
     }
 
     async fn with(extra: impl Fn(Settings) -> Settings) -> Self {
+        Self::on(TestData::new, extra).await
+    }
+
+    /// On SQLite whatever `ORDERMESH_TEST_POSTGRES` says, for what only SQLite does.
+    async fn on_sqlite(extra: impl Fn(Settings) -> Settings) -> Self {
+        Self::on(TestData::sqlite, extra).await
+    }
+
+    async fn on(data: fn(&str) -> (TestData, Settings), extra: impl Fn(Settings) -> Settings) -> Self {
         let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let (users_data, s) = TestData::new("users");
+        let (users_data, s) = data("users");
         let s = extra(s.with("SERVICE_CLIENTS", format!("orders:{SECRET}")));
         let users = TestServer::start(users::router(
             users::AppState::start(users::Config::from_settings(&s, localhost, 0).unwrap()).await.unwrap(),
         ))
         .await;
 
-        let (catalog_data, s) = TestData::new("catalog");
+        let (catalog_data, s) = data("catalog");
         let s = extra(s.with("USER_SERVICE_URL", users.base()));
         let catalog = TestServer::start(catalog::router(
             catalog::AppState::start(catalog::Config::from_settings(&s, localhost, 0).unwrap()).await.unwrap(),
         ))
         .await;
 
-        let (orders_data, s) = TestData::new("orders");
+        let (orders_data, s) = data("orders");
         let s = extra(
             s.with("USER_SERVICE_URL", users.base())
                 .with("CATALOG_SERVICE_URL", catalog.base())
@@ -66,10 +75,6 @@ impl Platform {
         for d in self.data {
             d.cleanup().await;
         }
-    }
-
-    fn uses_sqlite(&self) -> bool {
-        self.data[2].postgres.is_none()
     }
 
     async fn token(&self, username: &str, password: &str) -> String {
@@ -418,11 +423,8 @@ async fn concurrent_orders_against_scarce_stock_never_oversell() {
 
 #[tokio::test]
 async fn a_failed_order_write_releases_its_reservation() {
-    let p = Platform::with(|s| s.with("SQLITE_BUSY_TIMEOUT", "100ms")).await;
-    if !p.uses_sqlite() {
-        p.finish().await;
-        return;
-    }
+    // SQLite's write lock is what this test takes; on PostgreSQL it would be another test.
+    let p = Platform::on_sqlite(|s| s.with("SQLITE_BUSY_TIMEOUT", "100ms")).await;
     let bob = p.token("bob", "bob123").await;
     // Another process holds the orders database's write lock, as a crashed or stuck writer
     // would: the order transaction cannot happen after the stock was reserved.
@@ -506,8 +508,9 @@ async fn events_wait_in_the_outbox_while_the_consumer_is_down() {
 }
 
 #[tokio::test]
+#[ignore = "needs nats-server"]
 async fn events_survive_a_nats_outage_and_apply_once() {
-    let Some(mut nats) = NatsServer::start() else { return };
+    let mut nats = NatsServer::start();
     let stream = format!("T{}", uuid::Uuid::new_v4().simple());
     let url = nats.url();
     let p = Platform::with(|s| {

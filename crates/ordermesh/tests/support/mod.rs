@@ -23,16 +23,6 @@ pub fn ordermesh_bin() -> PathBuf {
     std::env::var_os("ORDERMESH_BIN").map(PathBuf::from).unwrap_or_else(|| env!("CARGO_BIN_EXE_ordermesh").into())
 }
 
-/// The fault tests bring up several servers each and run for minutes: they run when
-/// ORDERMESH_FAULTS is set (`.ci/run` sets it), and must then not be skipped.
-pub fn faults_enabled(test: &str) -> bool {
-    if std::env::var_os("ORDERMESH_FAULTS").is_some() {
-        return true;
-    }
-    eprintln!("ORDERMESH_FAULTS not set: skipping the fault test {test} (.ci/run runs it)");
-    false
-}
-
 fn scratch_dir(kind: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ordermesh-{kind}-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
