@@ -3,8 +3,8 @@
 
 use crate::{Limits, Message, ProtocolError, value};
 
-/// The fuzz target `decode_message`'s body (`fuzz/`), also replayed over its committed corpus
-/// by `tests/fuzz_corpus.rs` on the stable toolchain.
+/// The fuzz target `decode_message`'s body (`fuzz/fuzz_targets/`), also replayed over its
+/// committed corpus by `crates/fuzz-checks/tests/corpus.rs` on the stable toolchain.
 pub fn decode_message(data: &[u8]) {
     let limits = Limits::default();
     let Ok(messages) = Message::parse_frame(data, &limits) else { return };

@@ -1,4 +1,5 @@
-//! What ordermesh's fuzz targets check, one module a target, each with `check(data)`.
+//! What ordermesh's fuzz targets check, one module a target, each with `check(data)` (the Cap'n
+//! Web decoder's check lives in `capnweb::fuzzing`, beside the code it checks).
 //!
 //! The libFuzzer binaries in `fuzz/fuzz_targets/` are one line each around these functions, so
 //! the same code runs under the fuzzer (nightly, `fuzz/run.sh`) and in `cargo test` on stable,
@@ -6,6 +7,7 @@
 //! find once caught is caught again on every machine, nightly toolchain or not.
 
 pub mod catalog_requests;
+pub mod decode_message;
 pub mod gateway_headers;
 pub mod gateway_paths;
 pub mod list_queries;
@@ -19,6 +21,7 @@ pub type Check = fn(&[u8]);
 /// Every target by the name of its libFuzzer binary and corpus directory.
 pub const TARGETS: &[(&str, Check)] = &[
     ("catalog_requests", catalog_requests::check),
+    ("decode_message", decode_message::check),
     ("gateway_headers", gateway_headers::check),
     ("gateway_paths", gateway_paths::check),
     ("list_queries", list_queries::check),
