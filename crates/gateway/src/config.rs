@@ -187,7 +187,7 @@ impl Config {
             server: ServerConfig::from_settings(&s, default_host, port)?,
             upstreams,
             jwt: JwtSettings::from_settings(&s)?,
-            trusted_proxies: TrustedProxies::edge_from_settings(&s)?,
+            trusted_proxies: TrustedProxies::from_settings(&s)?,
             rate_limits: RateLimits {
                 per_client: quota(&s, &["RATE_LIMIT", "RATE_LIMIT_PER_MINUTE"], &["RATE_LIMIT_BURST"], 1200, 200)?,
                 per_user: quota(&s, &["USER_RATE_LIMIT"], &["USER_RATE_LIMIT_BURST"], 1200, 200)?,

@@ -1,6 +1,8 @@
 //! The address of the client behind a request. `X-Forwarded-For` is believed only when the
-//! peer is a trusted proxy (loopback by default, i.e. the gateway on the same host, plus
-//! `TRUSTED_PROXIES`), so a client cannot pick the address its rate limits are counted under.
+//! peer is a trusted proxy, one of `TRUSTED_PROXIES` (none by default), so a client cannot pick
+//! the address its rate limits are counted under. `ordermesh up` and `ordermesh cluster`, whose
+//! gateway reaches the services over loopback, name loopback for the services themselves; a
+//! service started on its own (`serve`) believes no one until told whom.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -10,27 +12,26 @@ use axum::http::request::Parts;
 
 use crate::config::{ConfigError, Scoped};
 
-#[derive(Debug, Clone)]
-pub struct TrustedProxies {
-    nets: Arc<Vec<(IpAddr, u8)>>,
-    loopback: bool,
+/// The loopback networks, as `ordermesh up` and `cluster` name them for their services.
+pub const LOOPBACK: &str = "127.0.0.0/8,::1/128";
+
+/// `list` (a `TRUSTED_PROXIES` value, if any) with loopback added: what a service believes
+/// when its gateway runs on the same host.
+pub fn with_loopback(list: Option<&str>) -> String {
+    match list.map(str::trim).filter(|l| !l.is_empty()) {
+        Some(list) => format!("{list},{LOOPBACK}"),
+        None => LOOPBACK.to_string(),
+    }
 }
 
-impl Default for TrustedProxies {
-    fn default() -> Self {
-        TrustedProxies { nets: Arc::default(), loopback: true }
-    }
+/// Whose `X-Forwarded-For` is believed; nobody's by default.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies {
+    nets: Arc<Vec<(IpAddr, u8)>>,
 }
 
 impl TrustedProxies {
-    /// For the edge (the gateway): only `TRUSTED_PROXIES` are believed, not loopback, since
-    /// a client on the same host talks to the gateway directly.
-    pub fn edge_from_settings(s: &Scoped<'_>) -> Result<Self, ConfigError> {
-        Ok(TrustedProxies { loopback: false, ..Self::from_settings(s)? })
-    }
-
-    /// For services behind the gateway: loopback (the gateway on the same host) and
-    /// `TRUSTED_PROXIES`.
+    /// `TRUSTED_PROXIES`: comma-separated addresses or CIDR networks (none when unset).
     pub fn from_settings(s: &Scoped<'_>) -> Result<Self, ConfigError> {
         let mut nets = Vec::new();
         if let Some((key, value, origin)) = s.lookup(&["TRUSTED_PROXIES"]) {
@@ -40,11 +41,11 @@ impl TrustedProxies {
                 })?);
             }
         }
-        Ok(TrustedProxies { nets: Arc::new(nets), loopback: true })
+        Ok(TrustedProxies { nets: Arc::new(nets) })
     }
 
     pub fn trusts(&self, ip: IpAddr) -> bool {
-        (self.loopback && ip.is_loopback()) || self.nets.iter().any(|(net, bits)| in_net(ip, *net, *bits))
+        self.nets.iter().any(|(net, bits)| in_net(ip, *net, *bits))
     }
 
     /// The client address: the peer, or the right-most untrusted hop of `X-Forwarded-For`.
@@ -123,9 +124,25 @@ where
 mod tests {
     use super::*;
 
+    fn trusting(list: &str) -> TrustedProxies {
+        TrustedProxies::from_settings(&crate::config::Settings::from_pairs([("TRUSTED_PROXIES", list)]).global())
+            .unwrap()
+    }
+
+    /// Issue 16, finding 7: a service trusted `X-Forwarded-For` from any loopback peer, so
+    /// anyone on the host could pick the address its sign-in failures were counted under.
+    #[test]
+    fn nobody_is_trusted_unless_named() {
+        let t = TrustedProxies::from_settings(&crate::config::Settings::default().global()).unwrap();
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(t.client_ip(loopback, Some("203.0.113.9")), loopback);
+        assert_eq!(t.client_ip("::1".parse().unwrap(), Some("203.0.113.9")), "::1".parse::<IpAddr>().unwrap());
+        assert_eq!(TrustedProxies::default().client_ip(loopback, Some("203.0.113.9")), loopback);
+    }
+
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_peers() {
-        let t = TrustedProxies::default();
+        let t = trusting(LOOPBACK);
         let client: IpAddr = "203.0.113.9".parse().unwrap();
         let loopback: IpAddr = "127.0.0.1".parse().unwrap();
         let stranger: IpAddr = "198.51.100.1".parse().unwrap();

@@ -164,7 +164,7 @@ pub async fn run(args: ClusterArgs, settings: Settings) -> anyhow::Result<()> {
     // gateways' session key (so a browser session is good on either gateway).
     let secret = random_hex(24);
     let session_key = random_hex(64);
-    let common: Vec<(String, String)> = vec![
+    let mut common: Vec<(String, String)> = vec![
         ("USER_SERVICE_URL".into(), urls(&plan, "users")),
         ("CATALOG_SERVICE_URL".into(), urls(&plan, "catalog")),
         ("ORDER_SERVICE_URL".into(), urls(&plan, "orders")),
@@ -175,6 +175,13 @@ pub async fn run(args: ClusterArgs, settings: Settings) -> anyhow::Result<()> {
         ("CATALOG_DATABASE_SCHEMA".into(), format!("{}catalog", args.schema_prefix)),
         ("ORDERS_DATABASE_SCHEMA".into(), format!("{}orders", args.schema_prefix)),
     ];
+    // The gateways reach the services over loopback: the services believe the client address
+    // they forward, and whoever the operator named (the gateways only the latter).
+    for service in ["users", "catalog", "orders"] {
+        let key = format!("{}_TRUSTED_PROXIES", service.to_uppercase());
+        let named = std::env::var(&key).or_else(|_| std::env::var("TRUSTED_PROXIES")).ok();
+        common.push((key, kit::client_ip::with_loopback(named.as_deref())));
+    }
     let exe = std::env::current_exe().context("cannot find the ordermesh executable")?;
     let launcher = Launcher { exe, common, data };
     let mut members: Vec<Member> = Vec::new();

@@ -171,6 +171,7 @@ pub async fn up(mut settings: Settings) -> anyhow::Result<()> {
     let started_at = Instant::now();
     let host: IpAddr = settings.global().parse_or(&["HOST"], IpAddr::V4(Ipv4Addr::LOCALHOST))?;
     share_a_fresh_service_secret(&mut settings);
+    services_believe_the_local_gateway(&mut settings);
     // Bind everything first: with port 0 (tests) the real ports are known only after binding,
     // and each service must be told where the others are before it starts.
     let mut listeners = Vec::new();
@@ -236,6 +237,17 @@ fn share_a_fresh_service_secret(settings: &mut Settings) {
     let secret = uuid::Uuid::new_v4().simple().to_string();
     settings.insert("ORDERS_CLIENT_SECRET", secret.clone(), Origin::CommandLine);
     settings.insert("SERVICE_CLIENTS", format!("orders:{secret}"), Origin::CommandLine);
+}
+
+/// In `up` the gateway reaches the services over loopback, so they believe the client address
+/// it forwards (`X-Forwarded-For`) from loopback, and from whoever the operator named; the
+/// gateway itself believes only the operator's `TRUSTED_PROXIES`.
+fn services_believe_the_local_gateway(settings: &mut Settings) {
+    for &service in ServiceName::ALL.iter().filter(|s| **s != ServiceName::Gateway) {
+        let named = settings.scoped(service.as_str()).string(&["TRUSTED_PROXIES"]);
+        let key = format!("{}_TRUSTED_PROXIES", service.as_str().to_uppercase());
+        settings.insert(&key, kit::client_ip::with_loopback(named.as_deref()), Origin::CommandLine);
+    }
 }
 
 /// One service in this process.

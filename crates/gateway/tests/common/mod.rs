@@ -27,7 +27,10 @@ pub struct Services {
 impl Services {
     pub async fn start(extra: &dyn Fn(Settings) -> Settings) -> Self {
         let (ud, s) = TestData::new("users");
-        let s = extra(s.with("SERVICE_CLIENTS", format!("orders:{SECRET}")));
+        // As in `ordermesh up`: the users service believes the gateway's X-Forwarded-For.
+        let s = extra(
+            s.with("SERVICE_CLIENTS", format!("orders:{SECRET}")).with("TRUSTED_PROXIES", kit::client_ip::LOOPBACK),
+        );
         let users = TestServer::start(users::router(
             users::AppState::start(users::Config::from_settings(&s, localhost(), 0).unwrap()).await.unwrap(),
         ))
