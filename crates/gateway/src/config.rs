@@ -97,6 +97,11 @@ pub struct Config {
     /// How often the storefront's admin dashboard samples the platform's metrics
     /// (`DASHBOARD_SAMPLE_INTERVAL`, seconds or with a unit; 1 s to 10 min).
     pub dashboard_sample_interval: Duration,
+    /// How long after a storefront session's refresh token was exchanged the same token still
+    /// gets the new tokens (`SESSION_REFRESH_GRACE`, default 15 s: the requests that set out
+    /// with the old cookie). Later, it is a replay: the users service sees it and ends the
+    /// whole session.
+    pub session_refresh_grace: Duration,
 }
 
 fn quota(
@@ -247,6 +252,18 @@ impl Config {
                         &format!("{d:?}"),
                         Origin::Environment,
                         "must be between 1 s and 10 min",
+                    ));
+                }
+                d
+            },
+            session_refresh_grace: {
+                let d = s.duration_or(&["SESSION_REFRESH_GRACE"], Duration::from_secs(1), Duration::from_secs(15))?;
+                if d > Duration::from_secs(120) {
+                    return Err(ConfigError::invalid(
+                        "SESSION_REFRESH_GRACE",
+                        &format!("{d:?}"),
+                        Origin::Environment,
+                        "must be at most 2 min: a stolen cookie is good for this long after a refresh",
                     ));
                 }
                 d

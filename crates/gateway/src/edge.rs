@@ -120,6 +120,10 @@ pub async fn edge_auth(State(edge): State<Arc<Edge>>, mut req: Request, next: Ne
         },
     };
     match (access, &principal) {
+        // Internal routes (event delivery, service credentials) exist only between services.
+        (Access::Forbidden, _) => {
+            return Problem::not_found(format!("{} is not part of the public API.", req.uri().path())).into_response();
+        }
         (Access::Authenticated | Access::Requires(_), None) => {
             return Problem::from(AuthError::Missing).into_response();
         }

@@ -54,8 +54,11 @@ pub fn access(method: &Method, path: &str) -> Access {
     let segments: Vec<&str> = rest.trim_matches('/').split('/').collect();
     match service {
         Service::Users => match (method, segments.as_slice()) {
-            (&Method::POST, ["users", "login" | "register" | "verify"]) => Access::CredentialAttempt,
-            (&Method::POST, ["auth", "token"]) => Access::CredentialAttempt,
+            // `POST /users` is seed 004's registration: the same quota as `/users/register`.
+            (&Method::POST, ["users", "login" | "register" | "verify"] | ["users"]) => Access::CredentialAttempt,
+            // Service credentials are exchanged between services, on the users service's own
+            // port: a client of the public API has no use for them.
+            (_, ["auth", "token"]) => Access::Forbidden,
             (&Method::POST, ["auth", "verify"]) => Access::Public,
             (&Method::POST, ["users", "refresh"]) => Access::Public,
             (&Method::GET, ["users"]) => Access::Requires(Permission::UserManage),
@@ -121,5 +124,7 @@ mod tests {
         assert_eq!(access(&Method::GET, "/"), Public);
         assert_eq!(access(&Method::GET, "/api/events/stats"), Requires(Permission::SystemAdmin));
         assert_eq!(access(&Method::POST, "/api/events"), Forbidden);
+        assert_eq!(access(&Method::POST, "/api/users"), CredentialAttempt);
+        assert_eq!(access(&Method::POST, "/api/auth/token"), Forbidden);
     }
 }

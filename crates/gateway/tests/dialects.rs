@@ -147,10 +147,9 @@ async fn seed_002_flask_products_and_orders() {
     let gw = gateway(s.settings()).await;
     let c = Client::new();
     // Both seed services' paths, as the gateway serves them, then on the services' own ports.
-    for (label, products, orders, tokens) in [
-        ("gateway", gw.base(), gw.base(), gw.base()),
-        ("service ports", s.catalog.base(), s.orders.base(), s.users.base()),
-    ] {
+    for (label, products, orders) in
+        [("gateway", gw.base(), gw.base()), ("service ports", s.catalog.base(), s.orders.base())]
+    {
         let iphone = json!({"name": "iPhone", "price": "50000", "category": "Electronics"});
         expect(
             &format!("{label}: create-product without a token"),
@@ -165,17 +164,25 @@ async fn seed_002_flask_products_and_orders() {
             StatusCode::CREATED,
         );
         assert_eq!(created["price"], "50000.00");
-        // A service token needs the service's secret, not just its name.
+        // A service token needs the service's secret, not just its name; and only the users
+        // service's own port hands one out: the gateway refuses, secret or not.
         let named = json!({"service_name": "orders"});
+        let proven = json!({"service_name": "orders", "client_secret": SECRET});
+        for body in [&named, &proven] {
+            expect(
+                "gateway: POST /get-token",
+                c.call(Method::POST, format!("{}/get-token", gw.base()), None, Some(body.clone())).await,
+                StatusCode::NOT_FOUND,
+            );
+        }
         expect(
             &format!("{label}: get-token by name only"),
-            c.call(Method::POST, format!("{tokens}/get-token"), None, Some(named)).await,
+            c.call(Method::POST, format!("{}/get-token", s.users.base()), None, Some(named)).await,
             StatusCode::UNPROCESSABLE_ENTITY,
         );
-        let proven = json!({"service_name": "orders", "client_secret": SECRET});
         let token = expect(
-            &format!("{label}: POST /get-token"),
-            c.call(Method::POST, format!("{tokens}/get-token"), None, Some(proven)).await,
+            &format!("{label}: POST /get-token on the users port"),
+            c.call(Method::POST, format!("{}/get-token", s.users.base()), None, Some(proven)).await,
             StatusCode::OK,
         );
         let service_token = token["token"].as_str().unwrap();

@@ -2,7 +2,7 @@
 //!
 //! | seed call | canonical |
 //! |---|---|
-//! | `POST /get-token` `{service_name, client_secret}` | `POST /api/auth/token` (the secret is required here) |
+//! | `POST /get-token` `{service_name, client_secret}` | `POST /api/auth/token`, which the gateway refuses (404): service tokens come from the users port |
 //! | `GET /products` | `GET /api/products` |
 //! | `GET /products/category/<category>` | `GET /api/products?category=<category>` |
 //! | `POST /create-product` `{name, price: "50000", category}` | `POST /api/products` (administrators) |

@@ -507,23 +507,30 @@ pub enum Refreshed {
 type Cell = Arc<tokio::sync::OnceCell<Refreshed>>;
 
 /// Coalesces refreshes of one refresh token: the first caller asks the users service; the
-/// others (concurrent, or within [`REMEMBER_FOR`] after) get the same new tokens.
-#[derive(Default)]
+/// others (concurrent, or within the grace after) get the same new tokens. Past the grace the
+/// answer is forgotten, so an old cookie replayed later (a stolen copy) reaches the users
+/// service with a spent refresh token, which ends the whole session family there.
 pub struct Refresher {
     cells: Mutex<HashMap<String, (Instant, Cell)>>,
+    grace: Duration,
 }
 
-/// Long enough for every request that set out with the old cookie to have arrived.
-const REMEMBER_FOR: Duration = Duration::from_secs(60);
 const MAX_REMEMBERED: usize = 10_000;
 
 impl Refresher {
+    pub fn new(grace: Duration) -> Self {
+        Refresher { cells: Mutex::default(), grace }
+    }
+
     pub async fn refresh(&self, web: &Web, refresh_token: &str) -> Refreshed {
         let cell = {
             let mut cells = self.cells.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
+            let grace = self.grace;
             if cells.len() > MAX_REMEMBERED / 2 {
-                cells.retain(|_, (at, _)| now.duration_since(*at) < REMEMBER_FOR);
+                cells.retain(|_, (at, _)| now.duration_since(*at) < grace);
+            } else if cells.get(refresh_token).is_some_and(|(at, _)| now.duration_since(*at) >= grace) {
+                cells.remove(refresh_token);
             }
             if cells.len() >= MAX_REMEMBERED {
                 None

@@ -84,7 +84,7 @@ pub fn state(app: AppState) -> Web {
         key: session_key(config.session_key.as_deref()),
         secure: config.secure_cookies,
         names: CookieNames::new(config.secure_cookies),
-        refresher: client::Refresher::default(),
+        refresher: client::Refresher::new(config.session_refresh_grace),
         dashboard,
         app,
     })
