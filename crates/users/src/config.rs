@@ -161,6 +161,16 @@ impl Config {
                     Duration::from_secs(60),
                     Duration::from_secs(15 * 60),
                 )?,
+                slowdown_base: s.duration_or(
+                    &["LOGIN_SLOWDOWN_BASE"],
+                    Duration::from_millis(1),
+                    Duration::from_millis(500),
+                )?,
+                slowdown_max: s.duration_or(
+                    &["LOGIN_SLOWDOWN_MAX"],
+                    Duration::from_millis(1),
+                    Duration::from_secs(5),
+                )?,
             },
             trusted_proxies: TrustedProxies::from_settings(&s)?,
             service_clients,

@@ -188,6 +188,9 @@ impl Password {
         if n > Self::MAX {
             return Err(UsersError::invalid("password", format!("must be at most {} characters long", Self::MAX)));
         }
+        if raw.chars().all(char::is_whitespace) {
+            return Err(UsersError::invalid("password", "must contain characters other than spaces"));
+        }
         let lower = raw.to_lowercase();
         if WELL_KNOWN.contains(&lower.as_str()) {
             return Err(UsersError::invalid("password", "is one of the most common passwords; choose another"));
@@ -277,6 +280,12 @@ mod tests {
         assert!(Password::parse("johnnyboy", Some("johnnyboy")).is_err());
         assert!(Password::parse(&"x".repeat(129), None).is_err());
         assert!(Password::parse("correct horse battery", None).is_ok());
+        // Issue 16, finding 6: a password of spaces only was accepted.
+        for blank in
+            ["        ", "\t\t\t\t\t\t\t\t\t", "\u{3000}\u{3000}\u{3000}\u{3000}\u{3000}\u{3000}\u{3000}\u{3000}"]
+        {
+            assert!(Password::parse(blank, None).is_err(), "{blank:?} was accepted");
+        }
         assert_eq!(format!("{:?}", Password::unchecked("s3cret")), "Password(<redacted>)");
     }
 

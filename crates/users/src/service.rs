@@ -187,7 +187,7 @@ impl UsersService {
         if identifier.is_empty() || identifier.len() > 254 || password.is_empty() || password.len() > 1024 {
             return Err(UsersError::BadCredentials);
         }
-        if let Err(retry_after_secs) = self.throttle.check(identifier, address) {
+        if let Err(retry_after_secs) = self.throttle.check_address(address) {
             self.count_login("throttled");
             return Err(UsersError::Throttled { retry_after_secs });
         }
@@ -196,18 +196,29 @@ impl UsersService {
         } else {
             self.store.find_by_username(identifier).await?
         };
+        // Failures count against the account, whichever of its names was typed; a name of no
+        // account counts under itself, so the two cases are slowed alike.
+        let account = match &row {
+            Some(row) => format!("id:{}", row.id),
+            None => format!("name:{}", identifier.to_lowercase()),
+        };
+        let delay = self.throttle.account_delay(&account);
+        if !delay.is_zero() {
+            self.count_login("slowed");
+            tokio::time::sleep(delay).await;
+        }
         let ok = match &row {
             Some(row) => self.hasher.verify(password, &row.password_hash).await?,
             None => self.hasher.verify_decoy(password).await?,
         };
         match (ok, row) {
             (true, Some(row)) => {
-                self.throttle.record_success(identifier);
+                self.throttle.record_success(&account);
                 self.count_login("success");
                 self.start_session(&row).await
             }
             _ => {
-                self.throttle.record_failure(identifier, address);
+                self.throttle.record_failure(&account, address);
                 self.count_login("failure");
                 Err(UsersError::BadCredentials)
             }
@@ -398,16 +409,18 @@ impl UsersService {
             changes.password_hash = Some(self.hasher.hash(&password).await?);
         }
         let revoke_sessions = changes.password_hash.is_some() || changes.role.is_some();
+        // Changing your own password keeps the session you changed it from; a new role ends
+        // every session, yours too, since the tokens you hold still carry the old role's rights.
+        let keep = if is_self && changes.role.is_none() { caller.session_id.as_deref() } else { None };
         let updated = self.store.update_user(&row.id, changes).await?;
         if revoke_sessions {
-            // New rights or a new password: sessions started under the old ones end.
-            self.revoke_user_sessions(&row.id, if is_self { caller.session_id.as_deref() } else { None }).await?;
+            self.revoke_user_sessions(&row.id, keep).await?;
         }
         Ok(User::from(&updated))
     }
 
     /// Revokes a user's sessions, except `keep` (the caller's own, when they changed their
-    /// own password).
+    /// own password and nothing else that their tokens carry).
     async fn revoke_user_sessions(&self, user_id: &str, keep: Option<&str>) -> Result<()> {
         let access_expiry = unix_now() + self.config.jwt.access_ttl.as_secs() as i64 + 60;
         // The kept session stays open everywhere: the store leaves it out of the revocations

@@ -1,6 +1,14 @@
-//! Sign-in throttling: after too many failures for one account or from one address within a
-//! window, further attempts are refused with 429 and Retry-After until the window ends, before
-//! any password is checked (so a guessing attack also costs us no hashing).
+//! Sign-in throttling that slows guessing without ever locking the owner out:
+//!
+//! - **Per address**: after `max_failures_per_address` failures within the window, that
+//!   address is refused (429 with Retry-After) until the window ends, before any password is
+//!   checked, so a guesser also costs us no hashing. Only the guesser's address is refused.
+//! - **Per account** (the account itself, however it was named, username or e-mail): after
+//!   `max_failures_per_account` failures within the window, every further attempt on it waits
+//!   before its password is checked, `slowdown_base` at first and twice as long with each new
+//!   failure, up to `slowdown_max`. It is never refused: the right password still signs in, a
+//!   little later, and clears the count. A guesser spread over many addresses is slowed to a
+//!   few guesses per account and address; the owner is at worst kept waiting `slowdown_max`.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -12,6 +20,8 @@ pub struct ThrottleConfig {
     pub max_failures_per_account: u32,
     pub max_failures_per_address: u32,
     pub window: Duration,
+    pub slowdown_base: Duration,
+    pub slowdown_max: Duration,
 }
 
 impl Default for ThrottleConfig {
@@ -20,6 +30,8 @@ impl Default for ThrottleConfig {
             max_failures_per_account: 5,
             max_failures_per_address: 20,
             window: Duration::from_secs(15 * 60),
+            slowdown_base: Duration::from_millis(500),
+            slowdown_max: Duration::from_secs(5),
         }
     }
 }
@@ -50,25 +62,34 @@ impl LoginThrottle {
         LoginThrottle { config, windows: DashMap::new() }
     }
 
-    /// `Err(seconds)` when the account or the address must wait before trying again.
-    pub fn check(&self, account: &str, address: IpAddr) -> Result<(), u64> {
-        let account_wait = self.wait(&Key::Account(account.to_lowercase()), self.config.max_failures_per_account);
-        let address_wait = self.wait(&Key::Address(address), self.config.max_failures_per_address);
-        match account_wait.max(address_wait) {
-            0 => Ok(()),
-            secs => Err(secs),
+    /// `Err(seconds)` when the address must wait before trying again.
+    pub fn check_address(&self, address: IpAddr) -> Result<(), u64> {
+        match self.failures(&Key::Address(address)) {
+            Some((failures, elapsed)) if failures >= self.config.max_failures_per_address => {
+                Err((self.config.window - elapsed).as_secs().max(1))
+            }
+            _ => Ok(()),
         }
     }
 
-    fn wait(&self, key: &Key, max: u32) -> u64 {
-        let Some(w) = self.windows.get(key) else {
-            return 0;
-        };
-        let elapsed = w.started.elapsed();
-        if elapsed >= self.config.window || w.failures < max {
-            return 0;
+    /// How long an attempt on `account` (a stable key of the account) waits before its
+    /// password is checked: nothing until the account has had its share of failures.
+    pub fn account_delay(&self, account: &str) -> Duration {
+        let max = self.config.max_failures_per_account;
+        match self.failures(&Key::Account(account.to_string())) {
+            Some((failures, _)) if failures >= max => {
+                let doublings = (failures - max).min(20);
+                self.config.slowdown_base.saturating_mul(1 << doublings).min(self.config.slowdown_max)
+            }
+            _ => Duration::ZERO,
         }
-        (self.config.window - elapsed).as_secs().max(1)
+    }
+
+    /// The failures counted under `key` in its current window, and the window's age.
+    fn failures(&self, key: &Key) -> Option<(u32, Duration)> {
+        let w = self.windows.get(key)?;
+        let elapsed = w.started.elapsed();
+        (elapsed < self.config.window).then_some((w.failures, elapsed))
     }
 
     pub fn record_failure(&self, account: &str, address: IpAddr) {
@@ -76,7 +97,7 @@ impl LoginThrottle {
             let window = self.config.window;
             self.windows.retain(|_, w| w.started.elapsed() < window);
         }
-        for key in [Key::Account(account.to_lowercase()), Key::Address(address)] {
+        for key in [Key::Account(account.to_string()), Key::Address(address)] {
             let mut entry = self.windows.entry(key).or_insert(Window { failures: 0, started: Instant::now() });
             if entry.started.elapsed() >= self.config.window {
                 entry.failures = 0;
@@ -87,7 +108,7 @@ impl LoginThrottle {
     }
 
     pub fn record_success(&self, account: &str) {
-        self.windows.remove(&Key::Account(account.to_lowercase()));
+        self.windows.remove(&Key::Account(account.to_string()));
     }
 }
 
@@ -99,47 +120,50 @@ mod tests {
         s.parse().unwrap()
     }
 
-    #[test]
-    fn account_is_locked_after_max_failures_then_released() {
-        let t = LoginThrottle::new(ThrottleConfig {
-            max_failures_per_account: 3,
-            max_failures_per_address: 100,
-            window: Duration::from_millis(200),
-        });
-        for _ in 0..3 {
-            assert!(t.check("Bob", ip("10.0.0.1")).is_ok());
-            t.record_failure("bob", ip("10.0.0.1"));
+    fn config(per_account: u32, per_address: u32, window: Duration) -> ThrottleConfig {
+        ThrottleConfig {
+            max_failures_per_account: per_account,
+            max_failures_per_address: per_address,
+            window,
+            slowdown_base: Duration::from_millis(100),
+            slowdown_max: Duration::from_millis(350),
         }
-        let wait = t.check("bob", ip("10.0.0.2")).unwrap_err();
-        assert!(wait >= 1);
-        assert!(t.check("alice", ip("10.0.0.1")).is_ok());
-        std::thread::sleep(Duration::from_millis(250));
-        assert!(t.check("bob", ip("10.0.0.1")).is_ok());
+    }
+
+    /// Issue 16, finding 5: five wrong passwords locked the owner out, right password or not.
+    #[test]
+    fn an_account_is_slowed_never_locked_and_its_delay_grows_to_the_cap() {
+        let t = LoginThrottle::new(config(3, 100, Duration::from_millis(300)));
+        for _ in 0..3 {
+            assert_eq!(t.account_delay("id:bob"), Duration::ZERO);
+            t.record_failure("id:bob", ip("10.0.0.1"));
+        }
+        assert_eq!(t.account_delay("id:bob"), Duration::from_millis(100));
+        t.record_failure("id:bob", ip("10.0.0.2"));
+        assert_eq!(t.account_delay("id:bob"), Duration::from_millis(200));
+        t.record_failure("id:bob", ip("10.0.0.3"));
+        assert_eq!(t.account_delay("id:bob"), Duration::from_millis(350), "capped");
+        assert!(t.check_address(ip("10.0.0.1")).is_ok(), "no address is refused for the account's failures");
+        assert_eq!(t.account_delay("id:alice"), Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(350));
+        assert_eq!(t.account_delay("id:bob"), Duration::ZERO, "the window ended");
     }
 
     #[test]
-    fn address_is_locked_across_accounts() {
-        let t = LoginThrottle::new(ThrottleConfig {
-            max_failures_per_account: 100,
-            max_failures_per_address: 2,
-            window: Duration::from_secs(60),
-        });
-        t.record_failure("a", ip("10.0.0.9"));
-        t.record_failure("b", ip("10.0.0.9"));
-        assert!(t.check("c", ip("10.0.0.9")).is_err());
-        assert!(t.check("c", ip("10.0.0.8")).is_ok());
+    fn an_address_is_refused_across_accounts() {
+        let t = LoginThrottle::new(config(100, 2, Duration::from_secs(60)));
+        t.record_failure("id:a", ip("10.0.0.9"));
+        t.record_failure("id:b", ip("10.0.0.9"));
+        assert!(t.check_address(ip("10.0.0.9")).unwrap_err() >= 1);
+        assert!(t.check_address(ip("10.0.0.8")).is_ok());
     }
 
     #[test]
     fn success_clears_the_account() {
-        let t = LoginThrottle::new(ThrottleConfig {
-            max_failures_per_account: 1,
-            max_failures_per_address: 100,
-            window: Duration::from_secs(60),
-        });
-        t.record_failure("bob", ip("10.0.0.1"));
-        assert!(t.check("bob", ip("10.0.0.1")).is_err());
-        t.record_success("bob");
-        assert!(t.check("bob", ip("10.0.0.1")).is_ok());
+        let t = LoginThrottle::new(config(1, 100, Duration::from_secs(60)));
+        t.record_failure("id:bob", ip("10.0.0.1"));
+        assert!(t.account_delay("id:bob") > Duration::ZERO);
+        t.record_success("id:bob");
+        assert_eq!(t.account_delay("id:bob"), Duration::ZERO);
     }
 }

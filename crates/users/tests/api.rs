@@ -212,25 +212,57 @@ async fn wrong_password_and_unknown_user_look_the_same() {
     h.finish().await;
 }
 
+/// Issue 16, finding 5: five wrong passwords locked the real owner out for 15 minutes, right
+/// password or not, and each spelling of the account (`victor`, `victor@example.com`) had
+/// five guesses of its own. Now the account's failures, however it was named, slow further
+/// attempts on it without refusing the right password.
 #[tokio::test]
-async fn repeated_failures_are_throttled_with_retry_after() {
-    let h = Harness::with(|s| s.with("LOGIN_MAX_FAILURES_PER_ACCOUNT", "3")).await;
-    for _ in 0..3 {
-        let (status, _) = h.post("/users/login", None, json!({"username": "charlie", "password": "wrong-one"})).await;
+async fn guessing_slows_the_account_but_never_locks_its_owner_out() {
+    let h = Harness::with(|s| {
+        s.with("LOGIN_MAX_FAILURES_PER_ACCOUNT", "3")
+            .with("LOGIN_SLOWDOWN_BASE", "200ms")
+            .with("LOGIN_SLOWDOWN_MAX", "400ms")
+    })
+    .await;
+    // Guesses under both of the account's names count together.
+    for login in ["charlie", "charlie@example.com", "CHARLIE"] {
+        let (status, _) = h.post("/users/login", None, json!({"login": login, "password": "wrong-one"})).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let started = std::time::Instant::now();
+    let (status, _) =
+        h.post("/users/login", None, json!({"login": "charlie@example.com", "password": "wrong-two"})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(started.elapsed() >= Duration::from_millis(200), "the fourth guess was not slowed");
+    let started = std::time::Instant::now();
+    let (status, body) = h.post("/users/login", None, json!({"username": "charlie", "password": "charlie123"})).await;
+    assert_eq!(status, StatusCode::OK, "the owner's right password is never refused: {body}");
+    assert!(started.elapsed() >= Duration::from_millis(400), "it waited the doubled delay");
+    // The success cleared the account's count: no more waiting.
+    let started = std::time::Instant::now();
+    h.login("charlie", "charlie123").await;
+    assert!(started.elapsed() < Duration::from_millis(200));
+    h.finish().await;
+}
+
+/// The guesser's address, not the account, is what gets refused.
+#[tokio::test]
+async fn an_address_that_keeps_failing_is_refused_with_retry_after() {
+    let h = Harness::with(|s| s.with("LOGIN_MAX_FAILURES_PER_ADDRESS", "3")).await;
+    for user in ["ghost1", "ghost2", "bob"] {
+        let (status, _) = h.post("/users/login", None, json!({"username": user, "password": "wrong-one"})).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
     let res = h
         .http
         .post(h.server.url("/users/login"))
-        .json(&json!({"username": "charlie", "password": "charlie123"}))
+        .json(&json!({"username": "alice", "password": "alice123"}))
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS, "even the right password waits");
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     let retry: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!(retry >= 1);
-    // Other accounts are unaffected.
-    h.login("bob", "bob123").await;
     h.finish().await;
 }
 
@@ -393,6 +425,46 @@ async fn role_change_ends_the_users_sessions() {
     assert_eq!(status, StatusCode::UNAUTHORIZED, "a token minted for the old role must die");
     let again = h.login("charlie", "charlie123").await;
     assert_eq!(again["user"]["role"], "admin");
+    h.finish().await;
+}
+
+/// Issue 16, finding 4: an administrator who demoted themself kept administrator rights for
+/// the life of their token (the "keep the caller's session" rule of password changes also
+/// applied to role changes), and that token then promoted its owner again.
+#[tokio::test]
+async fn an_administrator_who_demotes_themself_loses_the_rights_at_once() {
+    let h = Harness::start().await;
+    let alice = h.token("alice", "alice123").await;
+    // A second administrator, so the last-administrator rule does not stop the demotion.
+    let (status, _) =
+        h.send(reqwest::Method::PUT, "/users/charlie", Some(&alice), Some(json!({"role": "admin"}))).await;
+    assert_eq!(status, StatusCode::OK);
+    let charlie = h.token("charlie", "charlie123").await;
+    let (status, body) = h.send(reqwest::Method::PUT, "/users/me", Some(&charlie), Some(json!({"role": "user"}))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["role"], "user");
+    let (status, _) = h.get("/users", Some(&charlie)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the token of the old role must die, the caller's own too");
+    let (status, _) = h.send(reqwest::Method::PUT, "/users/me", Some(&charlie), Some(json!({"role": "admin"}))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the old token must not promote its owner again");
+    assert_eq!(h.login("charlie", "charlie123").await["user"]["role"], "user");
+    h.finish().await;
+}
+
+/// Issue 16, finding 6: a password of spaces only was accepted at registration.
+#[tokio::test]
+async fn a_password_of_spaces_is_refused() {
+    let h = Harness::start().await;
+    let (status, problem) = h
+        .send(
+            reqwest::Method::POST,
+            "/users/register",
+            None,
+            Some(json!({"username": "spacey", "password": "            "})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(problem["field"], "password");
     h.finish().await;
 }
 
