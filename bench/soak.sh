@@ -30,7 +30,7 @@ export BENCH_MAX_WAIT=${BENCH_MAX_WAIT:-$d_wait}
 [[ -n ${BENCH_PORT_BASE:-} ]] || PORT_BASE=$(free_port_base)
 
 [[ ${BENCH_BUILD:-1} == 0 ]] || build
-[[ -x $BIN ]] || { log "no release binary at $BIN"; exit 1; }
+[[ -x $BIN ]] || { log "no ordermesh binary at $BIN"; exit 1; }
 wait_quiet
 
 log "starting ordermesh up on 127.0.0.1:$PORT_BASE-$((PORT_BASE + 3))"

@@ -31,7 +31,7 @@ else
   npm install --no-audit --no-fund
 fi
 
-# ORDERMESH_BIN: a binary built already (.ci/run builds one for every suite); else build it.
+# ORDERMESH_BIN: a binary built already (.ci/run passes the one its test build made); else build it.
 bin="${ORDERMESH_BIN:-}"
 if [ -z "$bin" ]; then
   echo "== building ordermesh (release)"

@@ -23,7 +23,7 @@ python3 -m venv "$work/venv"
 "$work/venv/bin/pip" install --quiet --disable-pip-version-check "py-capnweb==0.5.0"
 
 echo "== ordermesh"
-# ORDERMESH_BIN: a binary built already (.ci/run builds one for every suite); else build it.
+# ORDERMESH_BIN: a binary built already (.ci/run passes the one its test build made); else build it.
 if [ -z "${ORDERMESH_BIN:-}" ]; then
     (cd "$root" && cargo build --quiet --release -p ordermesh)
     ORDERMESH_BIN="$CARGO_TARGET_DIR/release/ordermesh"

@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 
 pub use kit::testing::{NatsServer, free_port};
 
-/// The binary the tests start: `ORDERMESH_BIN` when set (`.ci/run` points the fault suite at
-/// the release build, since its latency bounds are about what ships), else this test build's.
+/// The binary the tests start: `ORDERMESH_BIN` when set (a release build, say), else this
+/// test build's (what `.ci/run` uses).
 pub fn ordermesh_bin() -> PathBuf {
     std::env::var_os("ORDERMESH_BIN").map(PathBuf::from).unwrap_or_else(|| env!("CARGO_BIN_EXE_ordermesh").into())
 }
