@@ -301,27 +301,39 @@ async fn the_multi_instance_topology_on_postgres_redis_and_nats() {
         assert!(Instant::now() < deadline, "stock moved {moved}, orders hold {expected_quantity}: {p}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let mut consumed: HashMap<String, usize> = HashMap::new();
+    // An order acknowledged by the killed instance just before it died may still have its
+    // event in that instance's outbox: it is published once the instance is back (or another
+    // instance's relay takes it), so wait for it, but never accept an event applied twice.
     let id_list: Vec<&String> = ids.iter().copied().collect();
-    for chunk in id_list.chunks(100) {
-        let query: String = chunk.iter().map(|id| format!("order_id={id}&")).collect();
-        let processed: Value = http
-            .get(format!("{b}/api/events/processed?{query}"))
-            .bearer_auth(&alice)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        for item in processed["items"].as_array().unwrap() {
-            if item["type"] == "order.created" {
-                *consumed.entry(item["order_id"].as_str().unwrap().to_string()).or_default() += 1;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut consumed: HashMap<String, usize> = HashMap::new();
+        for chunk in id_list.chunks(100) {
+            let query: String = chunk.iter().map(|id| format!("order_id={id}&")).collect();
+            let processed: Value = http
+                .get(format!("{b}/api/events/processed?{query}"))
+                .bearer_auth(&alice)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            for item in processed["items"].as_array().unwrap() {
+                if item["type"] == "order.created" {
+                    *consumed.entry(item["order_id"].as_str().unwrap().to_string()).or_default() += 1;
+                }
             }
         }
+        let twice = consumed.values().filter(|n| **n > 1).count();
+        assert_eq!(twice, 0, "{twice} orders' events were applied more than once");
+        let missing = ids.iter().filter(|id| !consumed.contains_key(id.as_str())).count();
+        if missing == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{missing} acknowledged orders' events were never consumed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let missing: Vec<&&String> = ids.iter().filter(|id| consumed.get(id.as_str()) != Some(&1)).collect();
-    assert!(missing.is_empty(), "{} acknowledged orders' events were not consumed exactly once", missing.len());
     // The supervisor starts the dead instance again; the gateway takes it back once healthy.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
