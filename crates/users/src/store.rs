@@ -1,7 +1,7 @@
 //! The users service's SQL, beside the domain it serves.
 
 use kit::auth::{Revocation, Role};
-use kit::db::{Db, escape_like, is_unique_violation, now_ms};
+use kit::db::{Backend, Db, escape_like, is_unique_violation, now_ms};
 use kit::pagination::PageRequest;
 use serde::Serialize;
 use sqlx::Row;
@@ -198,14 +198,11 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?
             .ok_or(UsersError::NotFound)?;
-        if current.role() == Role::Admin && changes.role.is_some_and(|r| r != Role::Admin) {
-            let admins: i64 = sqlx::query("SELECT COUNT(*) AS n FROM users WHERE role = 'admin'")
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get("n")?;
-            if admins <= 1 {
-                return Err(UsersError::LastAdmin);
-            }
+        if current.role() == Role::Admin
+            && changes.role.is_some_and(|r| r != Role::Admin)
+            && self.admins_held(&mut tx).await? <= 1
+        {
+            return Err(UsersError::LastAdmin);
         }
         let result = sqlx::query(
             "UPDATE users SET
@@ -257,11 +254,7 @@ impl Store {
         match role.as_deref() {
             None => return Err(UsersError::NotFound),
             Some("admin") => {
-                let admins: i64 = sqlx::query("SELECT COUNT(*) AS n FROM users WHERE role = 'admin'")
-                    .fetch_one(&mut *tx)
-                    .await?
-                    .try_get("n")?;
-                if admins <= 1 {
+                if self.admins_held(&mut tx).await? <= 1 {
                     return Err(UsersError::LastAdmin);
                 }
             }
@@ -271,6 +264,20 @@ impl Store {
         sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// How many administrators there are, counted so that two transactions taking away
+    /// administrators cannot both count the same ones: on PostgreSQL (where `BEGIN` reads
+    /// committed rows, so two administrators demoting each other at once both saw two) the
+    /// administrators' rows stay locked until this transaction ends, in one order so that two
+    /// such transactions queue instead of deadlocking. SQLite's `BEGIN IMMEDIATE` already lets
+    /// one writer in at a time.
+    async fn admins_held(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<usize> {
+        let sql = match self.db.backend() {
+            Backend::Postgres => "SELECT id FROM users WHERE role = 'admin' ORDER BY id FOR UPDATE",
+            Backend::Sqlite => "SELECT id FROM users WHERE role = 'admin'",
+        };
+        Ok(sqlx::query(sql).fetch_all(&mut **tx).await?.len())
     }
 
     pub async fn insert_refresh(
@@ -449,4 +456,54 @@ async fn insert_revocation(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use kit::testing::TestData;
+
+    use super::*;
+
+    async fn store() -> (TestData, Store) {
+        let (data, settings) = TestData::new("users");
+        let config = kit::db::DbConfig::from_settings(&settings.global(), "users", &data.dir).unwrap();
+        let db = Db::connect(&config).await.unwrap();
+        db.migrate(&MIGRATOR).await.unwrap();
+        (data, Store::new(db))
+    }
+
+    fn role_change(role: Role) -> UserChanges {
+        UserChanges { role: Some(role), ..UserChanges::default() }
+    }
+
+    /// Issue 16: on PostgreSQL, two administrators demoting each other at the same instant both
+    /// counted two administrators and left the platform with none. Run on PostgreSQL by
+    /// `.ci/run` (ORDERMESH_TEST_POSTGRES), on SQLite by `cargo test`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_administrators_demoting_each_other_at_once_leave_one() {
+        let (data, store) = store().await;
+        let admin = |username| NewUser { username, email: None, name: username, password_hash: "-", role: Role::Admin };
+        let ann = store.insert_user(&admin("ann")).await.unwrap().id;
+        let ben = store.insert_user(&admin("ben")).await.unwrap().id;
+        for round in 0..30 {
+            let demote = |id: String| {
+                let store = store.clone();
+                tokio::spawn(async move { store.update_user(&id, role_change(Role::User)).await })
+            };
+            let (a, b) = tokio::join!(demote(ann.clone()), demote(ben.clone()));
+            let (a, b) = (a.unwrap(), b.unwrap());
+            let mut admins = Vec::new();
+            for id in [&ann, &ben] {
+                if store.find_by_id(id).await.unwrap().unwrap().role() == Role::Admin {
+                    admins.push(id.clone());
+                }
+            }
+            assert_eq!(admins.len(), 1, "round {round}: {} administrators left", admins.len());
+            let refused = [&a, &b].into_iter().filter(|r| matches!(r, Err(UsersError::LastAdmin))).count();
+            assert_eq!(refused, 1, "round {round}: one demotion is refused as the last administrator's");
+            let demoted = if admins[0] == ann { &ben } else { &ann };
+            store.update_user(demoted, role_change(Role::Admin)).await.unwrap();
+        }
+        data.cleanup().await;
+    }
 }
