@@ -468,6 +468,48 @@ async fn a_password_of_spaces_is_refused() {
     h.finish().await;
 }
 
+/// Issue 16 (a promise no test confirmed): a name with no account and a wrong password take
+/// the same time, or the time would tell which names have accounts. Both spend one Argon2
+/// verification (a decoy hash for the unknown name). Medians of 50 of each, interleaved so
+/// that whatever else the machine does falls on both alike, differ by less than 5%.
+#[tokio::test]
+async fn an_unknown_name_and_a_wrong_password_take_the_same_time() {
+    // Limits out of the way: this measures the verification, not the throttle's delays.
+    let h = Harness::with(|s| {
+        s.with("LOGIN_MAX_FAILURES_PER_ACCOUNT", "1000").with("LOGIN_MAX_FAILURES_PER_ADDRESS", "1000")
+    })
+    .await;
+    let attempt = |username: String| {
+        let h = &h;
+        async move {
+            let started = std::time::Instant::now();
+            let (status, _) = h.post("/users/login", None, json!({"username": username, "password": "not-it-9"})).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+            started.elapsed()
+        }
+    };
+    attempt("warm-up".into()).await; // the decoy hash is made on first use
+    let (mut unknown, mut wrong) = (Vec::new(), Vec::new());
+    for i in 0..50 {
+        unknown.push(attempt(format!("nobody-{i}")).await);
+        wrong.push(attempt("alice".into()).await);
+    }
+    let median = |times: &mut Vec<std::time::Duration>| {
+        times.sort();
+        times[times.len() / 2].as_secs_f64()
+    };
+    let (unknown, wrong) = (median(&mut unknown), median(&mut wrong));
+    let gap = (unknown - wrong).abs() / unknown.min(wrong);
+    println!(
+        "login timing: unknown name median {:.2} ms, wrong password {:.2} ms, gap {:.1}%",
+        unknown * 1e3,
+        wrong * 1e3,
+        gap * 100.0
+    );
+    assert!(gap < 0.05, "unknown name {unknown:.4} s vs wrong password {wrong:.4} s: {:.1}% apart", gap * 100.0);
+    h.finish().await;
+}
+
 #[tokio::test]
 async fn the_last_admin_stays() {
     let h = Harness::start().await;
