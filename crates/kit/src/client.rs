@@ -15,6 +15,11 @@ use crate::config::{ConfigError, Origin};
 use crate::context::RequestContext;
 use crate::problem::Problem;
 
+/// The largest answer a service reads from another. The biggest real answer (a page of 100
+/// orders with their items) is tens of kilobytes; without a cap a faulty or hostile instance
+/// could make its caller buffer gigabytes.
+pub const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
+
 #[derive(Debug, Clone, Copy)]
 pub struct ClientTimeouts {
     pub connect: Duration,
@@ -223,12 +228,12 @@ impl ServiceClient {
     pub async fn read_json<T: DeserializeOwned>(&self, res: reqwest::Response) -> Result<T, UpstreamError> {
         let service = self.inner.service;
         let status = res.status();
-        let bytes = res.bytes().await.map_err(|e| {
-            if e.is_timeout() {
-                UpstreamError::Timeout { service }
-            } else {
-                UpstreamError::Unreachable { service, reason: e.to_string() }
+        let bytes = read_capped(res, MAX_ANSWER_BYTES).await.map_err(|e| match e {
+            ReadError::TooLarge => {
+                UpstreamError::Decode { service, reason: format!("the answer is larger than {MAX_ANSWER_BYTES} bytes") }
             }
+            ReadError::Http(e) if e.is_timeout() => UpstreamError::Timeout { service },
+            ReadError::Http(e) => UpstreamError::Unreachable { service, reason: e.to_string() },
         })?;
         if !status.is_success() {
             return Err(UpstreamError::Status {
@@ -239,6 +244,27 @@ impl ServiceClient {
         }
         serde_json::from_slice(&bytes).map_err(|e| UpstreamError::Decode { service, reason: e.to_string() })
     }
+}
+
+enum ReadError {
+    TooLarge,
+    Http(reqwest::Error),
+}
+
+/// An answer's body, refused as soon as it is known to pass `cap` (by its length, or by what
+/// has arrived), so no more than `cap` bytes are ever held.
+async fn read_capped(mut res: reqwest::Response, cap: usize) -> Result<Vec<u8>, ReadError> {
+    if res.content_length().is_some_and(|l| l > cap as u64) {
+        return Err(ReadError::TooLarge);
+    }
+    let mut out = Vec::with_capacity(res.content_length().unwrap_or(0) as usize);
+    while let Some(chunk) = res.chunk().await.map_err(ReadError::Http)? {
+        if out.len() + chunk.len() > cap {
+            return Err(ReadError::TooLarge);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
 }
 
 /// `base` + `path`; an empty path means the base itself (a client whose instances are full
@@ -265,6 +291,41 @@ mod tests {
         let err = parse_instance_list("ORDER_SERVICE_URL", "ftp://x", Origin::Test).unwrap_err();
         assert!(err.to_string().contains("ORDER_SERVICE_URL"));
         assert!(parse_instance_list("X", " , ", Origin::Test).is_err());
+    }
+
+    /// Issue 16: an answer was read whole whatever its size. One a little over the cap is
+    /// refused, sized or streamed without a length, and one at the cap is read.
+    #[tokio::test]
+    async fn an_answer_over_the_cap_is_refused() {
+        use axum::routing::get;
+        let over = format!("[{}0]", "0,".repeat(MAX_ANSWER_BYTES / 2));
+        let at = format!("[{}0]", "0,".repeat((MAX_ANSWER_BYTES - 3) / 2));
+        assert!(over.len() > MAX_ANSWER_BYTES && at.len() <= MAX_ANSWER_BYTES);
+        let streamed = over.clone().into_bytes();
+        let app = axum::Router::new()
+            .route("/over", get(move || async move { over }))
+            .route("/at", get(move || async move { at }))
+            .route(
+                "/streamed",
+                get(move || async move {
+                    let chunks =
+                        streamed.chunks(64 * 1024).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>();
+                    axum::body::Body::from_stream(futures::stream::iter(chunks))
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = ServiceClient::new("catalog", vec![base], ClientTimeouts::default());
+        for path in ["/over", "/streamed"] {
+            match client.get_json::<Vec<u8>>(path, None).await {
+                Err(UpstreamError::Decode { reason, .. }) => {
+                    assert!(reason.contains("larger than"), "{path}: {reason}")
+                }
+                other => panic!("{path}: an answer over the cap was read: {:?}", other.map(|v| v.len())),
+            }
+        }
+        assert_eq!(client.get_json::<Vec<u8>>("/at", None).await.unwrap().len(), (MAX_ANSWER_BYTES - 3) / 2 + 1);
     }
 
     #[test]
