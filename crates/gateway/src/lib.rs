@@ -203,7 +203,11 @@ pub fn router(state: AppState) -> Router {
             .wrap(api);
     // Seed requests are translated before routing, so they are routed, limited and
     // authorised exactly as the canonical requests they become.
+    let limits =
+        dialects::BodyLimits { bytes: state.config.server.body_limit, time: state.config.server.request_timeout };
     Router::new().fallback_service(
-        tower::ServiceBuilder::new().layer(axum::middleware::from_fn(dialects::seed_dialects)).service(gateway),
+        tower::ServiceBuilder::new()
+            .layer(axum::middleware::from_fn_with_state(limits, dialects::seed_dialects))
+            .service(gateway),
     )
 }

@@ -11,8 +11,8 @@ mod seed003;
 mod seed004;
 
 use axum::body::{Body, Bytes};
-use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use kit::Problem;
@@ -115,9 +115,19 @@ pub fn translate(method: &Method, path: &str, query: Option<&str>, headers: &Hea
         .or_else(|| seed004::translate(method, path, query, api))
 }
 
+/// What the layer may spend reading a body it rewrites: it runs before the service shell's
+/// own limits, so it applies the same ones itself.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// `BODY_LIMIT_BYTES`
+    pub bytes: usize,
+    /// `REQUEST_TIMEOUT`: a client that trickles its body is cut off after it.
+    pub time: std::time::Duration,
+}
+
 /// The layer: translates a seed's request into its canonical form before anything else sees
 /// it, and shapes the answer the way that seed's clients read it.
-pub async fn seed_dialects(req: Request, next: Next) -> Response {
+pub async fn seed_dialects(State(limits): State<BodyLimits>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
     let Some(t) = translate(&parts.method, parts.uri.path(), parts.uri.query(), &parts.headers) else {
         return next.run(Request::from_parts(parts, body)).await;
@@ -131,10 +141,16 @@ pub async fn seed_dialects(req: Request, next: Next) -> Response {
     let body = match t.body {
         BodyChange::Keep => body,
         BodyChange::Rewrite(rewrite) => {
-            let bytes = match axum::body::to_bytes(body, 1024 * 1024).await {
-                Ok(b) => b,
+            let bytes = match tokio::time::timeout(limits.time, axum::body::to_bytes(body, limits.bytes)).await {
+                Ok(Ok(b)) => b,
+                Ok(Err(_)) => {
+                    return kit::extract::payload_too_large(format!("The body may be at most {} bytes.", limits.bytes))
+                        .into_response();
+                }
                 Err(_) => {
-                    return kit::extract::payload_too_large("The body may be at most 1048576 bytes.").into_response();
+                    return Problem::new(StatusCode::REQUEST_TIMEOUT, "request-timeout", "Request timeout")
+                        .detail(format!("The request body did not arrive within {} ms.", limits.time.as_millis()))
+                        .into_response();
                 }
             };
             // A body that is not JSON goes on unchanged, for the canonical handler to refuse
