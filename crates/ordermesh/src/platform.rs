@@ -185,15 +185,15 @@ pub async fn up(mut settings: Settings) -> anyhow::Result<()> {
         settings.insert(service.url_key(), reachable_url(host, &listener)?, Origin::CommandLine);
         listeners.push((service, listener));
     }
-    let stop = CancellationToken::new();
     let mut running = Vec::new();
     let mut closers = Vec::new();
     for (service, listener) in listeners {
         let port = listener.local_addr()?.port();
         let started = start(service, &settings, host, port).await?;
         closers.push(started.close);
-        let stop = stop.clone();
-        running.push(tokio::spawn(kit::server::serve(listener, started.router, stop, started.shutdown_grace)));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(kit::server::serve(listener, started.router, stop.clone(), started.shutdown_grace));
+        running.push((service, stop, task));
         let _ = started.request_timeout;
     }
     let front = ServiceName::ALL
@@ -211,12 +211,16 @@ pub async fn up(mut settings: Settings) -> anyhow::Result<()> {
     );
     kit::server::shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests");
-    stop.cancel();
-    for task in running {
+    // Front to back, the reverse of the start order: the gateway stops taking requests and
+    // finishes the ones it has while the services they reach still serve, then the orders
+    // service, then what it calls. Stopping all at once cut in-flight orders off from the
+    // catalog half way.
+    for (service, stop, task) in running.into_iter().rev() {
+        stop.cancel();
         match task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "server stopped with an error"),
-            Err(e) => tracing::warn!(error = %e, "server task failed"),
+            Ok(Ok(())) => tracing::debug!(service = service.as_str(), "stopped"),
+            Ok(Err(e)) => tracing::warn!(service = service.as_str(), error = %e, "server stopped with an error"),
+            Err(e) => tracing::warn!(service = service.as_str(), error = %e, "server task failed"),
         }
     }
     for close in closers {

@@ -6,7 +6,7 @@
 //! applied exactly once.
 //!
 //! They are ignored unless asked for (`cargo test -p ordermesh --test faults -- --ignored
-//! --test-threads=1`; `.ci/run` runs them one at a time against the release binary); the figures
+//! --test-threads=1`; `.ci/run` runs them one at a time against its test build); the figures
 //! and what each promise means are in docs/reliability.md.
 
 mod support;
@@ -38,7 +38,7 @@ fn healthy_instances(health: &Value, service: &str) -> usize {
 /// restarts them. Fewer than 0.1% of orders may fail, and the platform must agree with every
 /// answer it gave.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fault suite: kills and starts servers for minutes; .ci/run runs it against the release binary"]
+#[ignore = "fault suite: kills and starts servers for minutes; .ci/run runs it"]
 async fn instances_killed_mid_load_come_back_and_nothing_is_lost() {
     let pg = Postgres::start();
     let redis = Redis::start();
@@ -106,7 +106,7 @@ async fn instances_killed_mid_load_come_back_and_nothing_is_lost() {
 /// requests sent while it was down fail, nothing it acknowledged is lost, nothing half-written
 /// or still reserved once the reservation timeout has passed, and the files are intact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fault suite: kills and starts servers for minutes; .ci/run runs it against the release binary"]
+#[ignore = "fault suite: kills and starts servers for minutes; .ci/run runs it"]
 async fn the_whole_platform_killed_mid_write_restarts_consistent() {
     let mut up = Up::start(&[]);
     let shop = Shop::open(&up.gateway, 1_000_000).await;
@@ -148,6 +148,67 @@ async fn the_whole_platform_killed_mid_write_restarts_consistent() {
     }
 }
 
+/// `ordermesh up` stopped with SIGTERM (as an orchestrator stops it) while 200 orders are in
+/// flight, then started again: every order it had taken is finished and answered within the
+/// shutdown grace, a request that came too late is refused before it starts (no connection),
+/// no order exists whose answer never left, and the reconciliation is clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fault suite: kills and starts servers for minutes; .ci/run runs it"]
+async fn a_sigterm_under_load_finishes_the_orders_in_flight_and_loses_none() {
+    let mut up = Up::start(&[("SHUTDOWN_GRACE", "10s".into())]);
+    let shop = Shop::open(&up.gateway, 1_000_000).await;
+    let load = shop.order_load(std::slice::from_ref(&up.gateway), 200, 1);
+    load.wait_for(600, Duration::from_secs(60)).await;
+    let signalled = load.now();
+    let stopping = Instant::now();
+    let exit = tokio::task::block_in_place(|| up.terminate(Duration::from_secs(30)));
+    let stopped_ms = ms(stopping.elapsed());
+    let after_stop = load.snapshot();
+    up.resume();
+    load.wait_for(600, Duration::from_secs(60)).await;
+    let answers = load.finish().await;
+    let reconciliation = shop.reconcile(&answers, Duration::from_secs(30)).await;
+    let in_flight: Vec<_> =
+        after_stop.outcomes.iter().filter(|o| o.at < signalled && o.at + o.latency >= signalled).collect();
+    let failures = answers.failures();
+    // No answer at all: refused (no connection), or a kept-alive connection closed, unread, by
+    // the stopping server. Whether such a request was left alone shows in the reconciliation.
+    let refused = failures.iter().filter(|f| f.problem.as_deref().unwrap_or("").starts_with(support::REFUSED)).count();
+    let answered_failures: Vec<_> = failures.iter().filter(|f| f.status != 0).collect();
+    report(
+        "ordermesh up SIGTERM under load (SQLite)",
+        json!({
+            "orders_sent": answers.sent(),
+            "in_flight_at_sigterm": in_flight.len(),
+            "in_flight_finished_201": in_flight.iter().filter(|o| o.status == 201).count(),
+            "exit": exit.map(|s| s.to_string()),
+            "stopped_ms": stopped_ms,
+            "no_answer_refused": refused,
+            "no_answer_closed_unread": failures.len() - refused - answered_failures.len(),
+            "failed_with_an_answer": answered_failures.len(),
+            "orders_in_platform": reconciliation.orders_in_platform,
+            "acknowledged": reconciliation.acknowledged,
+            "half_written": reconciliation.half_written,
+            "stock_reserved_after_ttl": reconciliation.stock_reserved,
+            "events_lost": reconciliation.events_lost,
+        }),
+    );
+    assert!(exit.is_some_and(|s| s.success()), "ordermesh up did not exit by itself, cleanly: {exit:?}");
+    assert!(in_flight.len() >= 100, "only {} orders were in flight at the signal", in_flight.len());
+    // A request the platform started is finished: none failed half way (a 503 from a service
+    // already gone, say), and none was written without its answer leaving.
+    assert!(
+        answered_failures.is_empty(),
+        "requests started and then failed: {:?}",
+        &answered_failures[..answered_failures.len().min(5)]
+    );
+    reconciliation.assert_clean("SIGTERM");
+    assert_eq!(
+        reconciliation.orders_in_platform, reconciliation.acknowledged,
+        "an order was written whose answer never left"
+    );
+}
+
 /// `PRAGMA integrity_check` on each service's SQLite file ("ok" when all are).
 async fn sqlite_integrity(dir: &std::path::Path) -> String {
     use sqlx::ConnectOptions;
@@ -167,7 +228,7 @@ async fn sqlite_integrity(dir: &std::path::Path) -> String {
 /// A catalog that answers slowly, then too slowly, then not at all, behind a gateway of its
 /// own: timeouts fire, the breaker opens and fails fast, and traffic comes back when it heals.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fault suite: kills and starts servers for minutes; .ci/run runs it against the release binary"]
+#[ignore = "fault suite: kills and starts servers for minutes; .ci/run runs it"]
 async fn a_hanging_or_crawling_upstream_trips_the_breaker_and_traffic_returns() {
     let up = Up::start(&[]);
     let proxy = FaultProxy::start(&up.catalog).await;
@@ -275,7 +336,7 @@ async fn a_hanging_or_crawling_upstream_trips_the_breaker_and_traffic_returns() 
 /// PostgreSQL crashes under load and comes back: requests meanwhile fail cleanly (503), the
 /// services reconnect by themselves, and the data agrees with every answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fault suite: kills and starts servers for minutes; .ci/run runs it against the release binary"]
+#[ignore = "fault suite: kills and starts servers for minutes; .ci/run runs it"]
 async fn postgres_restarted_under_load_services_reconnect_and_nothing_is_corrupted() {
     let pg = Postgres::start();
     let up = Up::start(&[("DATABASE_URL", pg.url()), ("DATABASE_ACQUIRE_TIMEOUT", "2s".into())]);
@@ -315,7 +376,7 @@ async fn postgres_restarted_under_load_services_reconnect_and_nothing_is_corrupt
 /// NATS down for 30 s (FAULT_NATS_OUTAGE_SECS) under load: orders keep being taken, their
 /// events wait in the outbox and are all delivered after, none applied twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fault suite: kills and starts servers for minutes; .ci/run runs it against the release binary"]
+#[ignore = "fault suite: kills and starts servers for minutes; .ci/run runs it"]
 async fn nats_stopped_under_load_orders_continue_and_every_event_arrives_once() {
     let mut nats = NatsServer::start();
     let up = Up::start(&[("NATS_URL", nats.url())]);
@@ -362,7 +423,7 @@ async fn nats_stopped_under_load_orders_continue_and_every_event_arrives_once() 
 /// Redis stopped: the gateway goes on limiting with its own counters and keeps serving; when
 /// Redis is back the limits are shared again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fault suite: kills and starts servers for minutes; .ci/run runs it against the release binary"]
+#[ignore = "fault suite: kills and starts servers for minutes; .ci/run runs it"]
 async fn redis_stopped_the_gateway_limits_locally_and_keeps_serving() {
     let mut redis = Redis::start();
     let up = Up::start(&[
@@ -423,7 +484,7 @@ async fn redis_stopped_the_gateway_limits_locally_and_keeps_serving() {
 /// The orders database locked by another process for a while: orders fail with a clear 503
 /// meanwhile, reads go on, and everything recovers with the files intact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fault suite: kills and starts servers for minutes; .ci/run runs it against the release binary"]
+#[ignore = "fault suite: kills and starts servers for minutes; .ci/run runs it"]
 async fn a_locked_sqlite_file_gives_clear_errors_and_recovers() {
     let up = Up::start(&[("SQLITE_BUSY_TIMEOUT", "500ms".into())]);
     let shop = Shop::open(&up.gateway, 1_000_000).await;
@@ -499,7 +560,7 @@ async fn a_locked_sqlite_file_gives_clear_errors_and_recovers() {
 /// A small disk (tmpfs) filled to the last byte under load: orders fail with a clear 503,
 /// reads go on, nothing is corrupted, and orders flow again once space is freed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fault suite: kills and starts servers for minutes; .ci/run runs it against the release binary"]
+#[ignore = "fault suite: kills and starts servers for minutes; .ci/run runs it"]
 async fn a_full_disk_gives_clear_errors_and_recovers_when_space_returns() {
     let disk = SmallDisk::mount(64);
     let up = Up::start_in(disk.path.clone(), false, &[]);

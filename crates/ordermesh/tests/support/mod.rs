@@ -276,6 +276,19 @@ impl Up {
         self.child.as_ref().expect("running").id()
     }
 
+    /// SIGTERM, as an orchestrator stops it, and its exit status once it has exited by itself
+    /// (`None`, and then SIGKILL, if it had not within `within`).
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        sigterm_and_wait(child.id(), within);
+        let status = child.try_wait().ok().flatten();
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        status
+    }
+
     /// SIGKILL: no shutdown, no flushing, exactly a crash.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -794,6 +807,9 @@ pub struct Load {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// How an outcome's `problem` starts when the request found no server to connect to.
+pub const REFUSED: &str = "not connected";
+
 type MakeRequest = dyn Fn(&reqwest::Client, usize, &str) -> reqwest::RequestBuilder + Send + Sync;
 
 impl Load {
@@ -828,6 +844,9 @@ impl Load {
                                 let problem = (status != ok).then(|| body["detail"].as_str().unwrap_or("").to_string());
                                 (status, id, problem)
                             }
+                            // Refused before it started (no connection) is told apart from
+                            // cut off on the way: a SIGTERM must cause only the former.
+                            Err(e) if e.is_connect() => (0, None, Some(format!("{REFUSED}: {e}"))),
                             Err(e) => (0, None, Some(e.to_string())),
                         };
                         let latency = sent.elapsed();
