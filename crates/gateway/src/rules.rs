@@ -64,14 +64,10 @@ pub fn access(method: &Method, path: &str) -> Access {
             (&Method::GET, ["users"]) => Access::Requires(Permission::UserManage),
             _ => Access::Authenticated,
         },
-        // Event records are for administrators, and only readable: delivery is internal.
-        Service::Catalog if segments.first() == Some(&"events") => {
-            if *method == Method::GET {
-                Access::Requires(Permission::SystemAdmin)
-            } else {
-                Access::Forbidden
-            }
-        }
+        // Event delivery (`/events` itself) is between services. The event records under it
+        // are for administrators; the service answers other methods there with 405.
+        Service::Catalog if segments.as_slice() == ["events"] => Access::Forbidden,
+        Service::Catalog if segments.first() == Some(&"events") => Access::Requires(Permission::SystemAdmin),
         Service::Catalog => {
             if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
                 Access::Public
@@ -124,6 +120,8 @@ mod tests {
         assert_eq!(access(&Method::GET, "/"), Public);
         assert_eq!(access(&Method::GET, "/api/events/stats"), Requires(Permission::SystemAdmin));
         assert_eq!(access(&Method::POST, "/api/events"), Forbidden);
+        assert_eq!(access(&Method::GET, "/api/events"), Forbidden);
+        assert_eq!(access(&Method::TRACE, "/api/events/stats"), Requires(Permission::SystemAdmin));
         assert_eq!(access(&Method::POST, "/api/users"), CredentialAttempt);
         assert_eq!(access(&Method::POST, "/api/auth/token"), Forbidden);
     }
