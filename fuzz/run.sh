@@ -10,6 +10,7 @@
 #   FUZZ_SECONDS=n       budget per target (default 30)
 #   FUZZ_TARGETS="a b"   only these targets
 #   FUZZ_TOOLCHAIN=name  the nightly toolchain to use (default nightly)
+#   FUZZ_BUILD_ONLY=1    build the targets and stop (CI builds them ahead, in the background)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,6 +31,10 @@ trap 'rm -rf "$scratch"' EXIT
 status=0
 cd "$root/fuzz"
 cargo "+$toolchain" fuzz build --release 2>&1 | tail -n 3
+if [ "${FUZZ_BUILD_ONLY:-0}" = 1 ]; then
+    echo "fuzz: targets built"
+    exit 0
+fi
 for target in $(cargo fuzz list); do
     if [ -n "${FUZZ_TARGETS:-}" ] && ! grep -qw "$target" <<<"$FUZZ_TARGETS"; then continue; fi
     mkdir -p "$scratch/$target" "corpus/$target"
