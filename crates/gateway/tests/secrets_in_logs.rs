@@ -77,15 +77,16 @@ async fn debug_logs_hold_no_passwords_tokens_hashes_or_keys() {
     let change = json!({"password": second_password, "current_password": first_password});
     assert_eq!(send("PUT", "/api/users/me", Some(&access), Some(change)).await.0, StatusCode::OK);
     // Service tokens are minted on the users service's own port (the gateway refuses to).
-    let service: Value = http
-        .post(services.users.url("/get-token"))
-        .json(&json!({"service_name": "orders", "client_secret": SECRET}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let credentials = json!({"service_name": "orders", "client_secret": SECRET});
+    let (status, service) = kit::testing::send_json(
+        &http,
+        reqwest::Method::POST,
+        &services.users.url("/get-token"),
+        None,
+        Some(&credentials),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{service}");
     secrets.push(("a service token".into(), service["access_token"].as_str().unwrap().to_string()));
 
     // The storefront: a form sign-in, whose cookie holds the tokens (encrypted).
