@@ -412,7 +412,8 @@ enum Keys {
 struct JwksCache {
     client: ServiceClient,
     keys: RwLock<HashMap<String, DecodingKey>>,
-    last_refresh: tokio::sync::Mutex<Option<Instant>>,
+    /// When the last fetch began.
+    last_fetch: tokio::sync::Mutex<Option<Instant>>,
     min_interval: Duration,
 }
 
@@ -421,19 +422,31 @@ impl JwksCache {
         self.keys.read().expect("jwks lock").get(kid).cloned()
     }
 
-    /// Fetches the key set again, at most once per `min_interval`, so tokens with invented kids
-    /// cannot make us hammer the users service.
-    async fn refresh(&self) -> Result<(), UpstreamError> {
-        let mut last = self.last_refresh.lock().await;
-        if let Some(at) = *last
-            && at.elapsed() < self.min_interval
-        {
+    /// Fetches the key set again because a token names `kid`, which we do not know. At most
+    /// one fetch starts per `min_interval`, so tokens with invented kids cannot make us hammer
+    /// the users service; a caller that comes too soon waits for the next fetch instead of
+    /// failing, because a key that appeared by rotation must verify its very first tokens.
+    /// A fetch that began after the caller asked answers for it too.
+    async fn refresh_for(&self, kid: &str) -> Result<(), UpstreamError> {
+        let asked = Instant::now();
+        loop {
+            let mut last = self.last_fetch.lock().await;
+            if self.get(kid).is_some() || last.is_some_and(|began| began >= asked) {
+                return Ok(());
+            }
+            if let Some(began) = *last {
+                let wait = self.min_interval.saturating_sub(began.elapsed());
+                if !wait.is_zero() {
+                    drop(last);
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+            }
+            *last = Some(Instant::now());
+            let set: JwkSet = self.client.get_json("/.well-known/jwks.json", None).await?;
+            *self.keys.write().expect("jwks lock") = set.decoding_keys();
             return Ok(());
         }
-        let set: JwkSet = self.client.get_json("/.well-known/jwks.json", None).await?;
-        *self.keys.write().expect("jwks lock") = set.decoding_keys();
-        *last = Some(Instant::now());
-        Ok(())
     }
 }
 
@@ -445,8 +458,10 @@ impl TokenVerifier {
             KeySource::Jwks(client) => Keys::Jwks(JwksCache {
                 client,
                 keys: RwLock::new(HashMap::new()),
-                last_refresh: tokio::sync::Mutex::new(None),
-                min_interval: Duration::from_secs(5),
+                last_fetch: tokio::sync::Mutex::new(None),
+                // One fetch a second is nothing for the users service, and a token from a
+                // freshly rotated key waits at most that long.
+                min_interval: Duration::from_secs(1),
             }),
         };
         TokenVerifier {
@@ -524,7 +539,7 @@ impl TokenVerifier {
                 if let Some(key) = cache.get(kid) {
                     return Ok(key);
                 }
-                if let Err(e) = cache.refresh().await {
+                if let Err(e) = cache.refresh_for(kid).await {
                     tracing::warn!(error = %e, "could not refresh the users service's JWKS");
                 }
                 cache.get(kid).ok_or(AuthError::UnknownKey)
@@ -535,7 +550,7 @@ impl TokenVerifier {
     /// Fetches the JWKS now (used at start so the first request does not wait for it).
     pub async fn warm_up(&self) {
         if let Keys::Jwks(cache) = &self.inner.keys
-            && let Err(e) = cache.refresh().await
+            && let Err(e) = cache.refresh_for("").await
         {
             tracing::debug!(error = %e, "JWKS not available yet; will fetch on first use");
         }

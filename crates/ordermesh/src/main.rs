@@ -83,6 +83,21 @@ enum Command {
     /// users, orders ×2, catalog ×2 on PostgreSQL (DATABASE_URL), with Redis (REDIS_URL) and
     /// NATS (NATS_URL) when set. Ctrl-C stops them all.
     Cluster(cluster::ClusterArgs),
+    /// Manage the users service's token signing keys.
+    Keys {
+        #[command(subcommand)]
+        action: KeysCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Put a fresh Ed25519 key first in the key file (JWT_PRIVATE_KEY_FILE, or the one generated
+    /// in DATA_DIR): it signs from then on, while the keys before it stay published until every
+    /// token they signed has expired. A running users service picks the file up by itself
+    /// (JWT_KEY_RELOAD_INTERVAL); the other services fetch the new public key when they first
+    /// see it. Safe to run while the platform serves.
+    Rotate,
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -134,6 +149,12 @@ fn main() -> std::process::ExitCode {
         let url = url.clone().unwrap_or_else(|| format!("http://127.0.0.1:{port}/health"));
         return platform::healthcheck(&url);
     }
+    if let Some(Command::Keys { action: KeysCommand::Rotate }) = &cli.command {
+        return match platform::rotate_signing_key(&settings) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => fail(&*e),
+        };
+    }
     let log = match kit::telemetry::LogConfig::from_settings(&settings) {
         Ok(l) => l,
         Err(e) => return fail(&e),
@@ -150,7 +171,9 @@ fn main() -> std::process::ExitCode {
             Command::Migrate { service } => platform::migrate(service, settings).await,
             Command::Load(args) => loadgen::run(args).await,
             Command::Cluster(args) => cluster::run(args, settings).await,
-            Command::Openapi { .. } | Command::Healthcheck { .. } => unreachable!("handled before the runtime starts"),
+            Command::Openapi { .. } | Command::Healthcheck { .. } | Command::Keys { .. } => {
+                unreachable!("handled before the runtime starts")
+            }
         }
     });
     match result {

@@ -319,3 +319,28 @@ pub fn healthcheck(url: &str) -> std::process::ExitCode {
     });
     if ok { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE }
 }
+
+/// `ordermesh keys rotate`, with the users service's own configuration, so it finds the same
+/// key file the service reads.
+pub fn rotate_signing_key(settings: &Settings) -> anyhow::Result<()> {
+    let users = ServiceName::Users;
+    let config = users::Config::from_settings(settings, IpAddr::V4(Ipv4Addr::LOCALHOST), users.default_port())?;
+    let life = config.longest_token_life();
+    let (path, rotation) = users::keys::rotate(&config.jwt, &config.keys, life).map_err(anyhow::Error::msg)?;
+    println!("rotated the token signing keys in {}", path.display());
+    println!("  signs from now on: {}", rotation.new_kid);
+    for kid in &rotation.kept {
+        println!(
+            "  still verifies:    {kid} (published until its tokens have expired, {}s after it retired)",
+            life.as_secs()
+        );
+    }
+    for kid in &rotation.dropped {
+        println!("  dropped:           {kid} (every token it signed has expired)");
+    }
+    println!(
+        "a running users service switches within {}s; the other services fetch the new public key when they first see it",
+        config.key_reload.as_secs()
+    );
+    Ok(())
+}

@@ -51,6 +51,8 @@ pub struct Config {
     pub db: DbConfig,
     pub jwt: JwtSettings,
     pub keys: KeyConfig,
+    /// How often the key file is checked for a rotation.
+    pub key_reload: Duration,
     pub refresh_ttl: Duration,
     pub service_token_ttl: Duration,
     pub hashing: HashingConfig,
@@ -126,6 +128,7 @@ impl Config {
             db: DbConfig::from_settings(&s, "users", &data_dir)?,
             jwt,
             keys,
+            key_reload: s.duration_or(&["JWT_KEY_RELOAD_INTERVAL"], Duration::from_secs(1), Duration::from_secs(2))?,
             refresh_ttl: s.duration_or(
                 &["REFRESH_TOKEN_TTL_DAYS"],
                 Duration::from_secs(86_400),
@@ -181,6 +184,13 @@ impl Config {
                 Duration::from_secs(1),
             )?,
         })
+    }
+}
+
+impl Config {
+    /// How long a signed token can be good for: a retired signing key stays published this long.
+    pub fn longest_token_life(&self) -> Duration {
+        self.jwt.access_ttl.max(self.service_token_ttl) + self.jwt.leeway
     }
 }
 

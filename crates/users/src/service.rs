@@ -80,6 +80,7 @@ impl UsersService {
         db.migrate(&crate::store::MIGRATOR).await.map_err(|e| UsersError::Internal(format!("migrations: {e}")))?;
         let store = Store::new(db);
         let signer = Signer::load(&config.jwt, &config.keys)?;
+        signer.spawn_reloader(config.key_reload);
         let revoked = RevocationSet::default();
         let verifier = TokenVerifier::new(&config.jwt, signer.key_source(), revoked.clone());
         revoked.spawn_poller(store.clone(), config.revocation_poll);

@@ -674,3 +674,46 @@ async fn login_flood_is_bounded_not_stalled() {
     assert_eq!(status, StatusCode::OK);
     h.finish().await;
 }
+
+fn kid_of(token: &str) -> String {
+    jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
+}
+
+/// Another service's verifier (keys from this service's JWKS) accepts a token from a key that
+/// was rotated in a moment after it last fetched the key set: it waits for its next allowed
+/// fetch instead of refusing the token as signed by an unknown key.
+#[tokio::test]
+async fn a_verifier_elsewhere_accepts_a_key_rotated_moments_after_its_last_fetch() {
+    let (data, settings) = TestData::new("users");
+    let settings = settings.with("JWT_KEY_RELOAD_INTERVAL", "1s");
+    let config = users::Config::from_settings(&settings, IpAddr::V4(Ipv4Addr::LOCALHOST), 0).expect("config");
+    let (jwt, keys, life) = (config.jwt.clone(), config.keys.clone(), config.longest_token_life());
+    let state = users::AppState::start(config).await.expect("users service starts");
+    let h = Harness {
+        server: TestServer::start(users::router(state)).await,
+        http: reqwest::Client::new(),
+        data: Some(data),
+    };
+    let users_client = kit::client::ServiceClient::new(
+        "users",
+        vec![h.server.base().parse().unwrap()],
+        kit::client::ClientTimeouts::default(),
+    );
+    let verifier = kit::auth::TokenVerifier::for_service(&jwt, users_client, Default::default());
+    let before = h.token("bob", "bob123").await;
+    verifier.verify(&before).await.expect("a token from the first key");
+
+    let (_, rotation) = users::keys::rotate(&jwt, &keys, life).expect("rotate");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let t = h.token("bob", "bob123").await;
+        if kid_of(&t) == rotation.new_kid {
+            break t;
+        }
+        assert!(std::time::Instant::now() < deadline, "the service never signed with the rotated key");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    verifier.verify(&after).await.expect("a token from the rotated key, seconds after the last fetch");
+    verifier.verify(&before).await.expect("the first key still verifies");
+    h.finish().await;
+}

@@ -276,6 +276,16 @@ impl Up {
         self.child.as_ref().expect("running").id()
     }
 
+    /// Runs another `ordermesh` command with this platform's settings (same data directory).
+    pub fn command(&self, args: &[&str]) -> std::process::Output {
+        Command::new(ordermesh_bin())
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ordermesh")
+    }
+
     /// SIGTERM, as an orchestrator stops it, and its exit status once it has exited by itself
     /// (`None`, and then SIGKILL, if it had not within `within`).
     pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
@@ -613,24 +623,27 @@ pub struct Shop {
     pub gateway: String,
     pub admin: String,
     pub customer: String,
+    pub customer_name: String,
     pub customer_id: String,
     pub product_id: i64,
     pub initial_stock: i64,
 }
 
 impl Shop {
+    pub const PASSWORD: &str = "a-long-password-1";
+
     pub async fn open(gateway: &str, initial_stock: i64) -> Self {
         let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap();
         let admin = login(&http, gateway, "alice", "alice123").await;
         let name = format!("shopper{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let res = http
             .post(format!("{gateway}/api/users/register"))
-            .json(&json!({"username": name, "password": "a-long-password-1", "email": format!("{name}@example.com")}))
+            .json(&json!({"username": name, "password": Self::PASSWORD, "email": format!("{name}@example.com")}))
             .send()
             .await
             .unwrap();
         assert_eq!(res.status(), 201, "register {name}: {}", res.text().await.unwrap_or_default());
-        let customer = login(&http, gateway, &name, "a-long-password-1").await;
+        let customer = login(&http, gateway, &name, Self::PASSWORD).await;
         let me: Value = http
             .get(format!("{gateway}/api/users/me"))
             .bearer_auth(&customer)
@@ -655,6 +668,7 @@ impl Shop {
             gateway: gateway.to_string(),
             admin,
             customer,
+            customer_name: name,
             customer_id,
             product_id: product["id"].as_i64().unwrap(),
             initial_stock,
