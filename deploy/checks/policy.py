@@ -53,16 +53,21 @@ BACKING_PORTS = {"postgres": 5432, "redis": 6379, "nats": 4222}
 EXTERNAL_SECRETS = {
     "ordermesh-database": {"USERS_DATABASE_URL", "CATALOG_DATABASE_URL", "ORDERS_DATABASE_URL"},
     "ordermesh-backing": {"REDIS_URL", "NATS_URL"},
-    "ordermesh-service-credentials": {"SERVICE_CLIENTS", "ORDERS_CLIENT_SECRET"},
+    "ordermesh-service-credentials": {
+        "SERVICE_CLIENTS",
+        "ORDERS_CLIENT_SECRET",
+        "GATEWAY_CLIENT_SECRET",
+        "CATALOG_CLIENT_SECRET",
+    },
     "ordermesh-gateway": {"SESSION_KEY"},
     "ordermesh-jwt": {"jwt-ed25519.pem"},
 }
 # Settings each process needs in production mode (see crates/*/src/config.rs), besides the
 # shared ConfigMap.
 REQUIRED_ENV = {
-    "gateway": {"PORT", "SESSION_KEY", "REDIS_URL"},
+    "gateway": {"PORT", "SESSION_KEY", "REDIS_URL", "GATEWAY_CLIENT_SECRET"},
     "users": {"PORT", "USERS_DATABASE_URL", "SERVICE_CLIENTS", "JWT_PRIVATE_KEY_FILE"},
-    "catalog": {"PORT", "CATALOG_DATABASE_URL", "NATS_URL"},
+    "catalog": {"PORT", "CATALOG_DATABASE_URL", "NATS_URL", "CATALOG_CLIENT_SECRET"},
     "orders": {"PORT", "ORDERS_DATABASE_URL", "NATS_URL", "ORDERS_CLIENT_SECRET"},
     # `migrate` parses every service's configuration (production mode included).
     "migrate": {
@@ -71,6 +76,7 @@ REQUIRED_ENV = {
         "ORDERS_DATABASE_URL",
         "JWT_PRIVATE_KEY_FILE",
         "ORDERS_CLIENT_SECRET",
+        "CATALOG_CLIENT_SECRET",
     },
 }
 SHARED_CONFIG = {"ORDERMESH_ENV", "LOG_FORMAT", "USER_SERVICE_URL", "CATALOG_SERVICE_URL", "ORDER_SERVICE_URL"}
@@ -566,15 +572,17 @@ def check_compose(path: str) -> None:
             fail(where, f"{name} does not mount the jwt_private_key secret")
         if env.get("ORDERMESH_ENV") == "production":
             for k, v in env.items():
-                if k in ("SERVICE_CLIENTS", "ORDERS_CLIENT_SECRET", "SESSION_KEY") and ("dev-" in v):
+                if (k in ("SERVICE_CLIENTS", "SESSION_KEY") or k.endswith("_CLIENT_SECRET")) and ("dev-" in v):
                     fail(where, f"{name}: {k} is a dev- secret, refused in production mode")
     if "jwt_private_key" not in (services.get("migrate", {}).get("secrets") or []):
         fail(where, "migrate does not mount the jwt_private_key secret its configuration names")
     clients = dict(pair.split(":", 1) for pair in example_env.get("SERVICE_CLIENTS", "").split(",") if ":" in pair)
-    if clients.get("orders") != example_env.get("ORDERS_CLIENT_SECRET"):
-        fail(where, "SERVICE_CLIENTS has no orders entry matching ORDERS_CLIENT_SECRET")
-    if len(clients.get("orders", "")) < 12:
-        fail(where, "the orders client secret is shorter than 12 characters")
+    for client in ("orders", "gateway", "catalog"):
+        key = f"{client.upper()}_CLIENT_SECRET"
+        if clients.get(client) != example_env.get(key):
+            fail(where, f"SERVICE_CLIENTS has no {client} entry matching {key}")
+        if len(clients.get(client, "")) < 12:
+            fail(where, f"the {client} client secret is shorter than 12 characters")
     if not re.fullmatch(r"[0-9a-fA-F]{128}", example_env.get("SESSION_KEY", "")):
         fail(where, "SESSION_KEY is not 128 hex digits")
     if len(instances.get("gateway", [])) < 2 or len(instances.get("orders", [])) < 2:

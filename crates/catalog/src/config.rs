@@ -30,6 +30,8 @@ pub struct Config {
     /// Seed the demo catalogue on first start.
     pub demo_data: bool,
     pub revocation_poll: Duration,
+    /// Who this service is when it asks for service tokens (to read the revocation feed).
+    pub identity: kit::auth::ClientIdentity,
     /// Consume order events from NATS JetStream (they can still arrive over HTTP too).
     pub nats: Option<kit::events::nats::Topology>,
 }
@@ -62,6 +64,7 @@ impl Config {
             server: ServerConfig::from_settings(&s, default_host, port)?,
             db: DbConfig::from_settings(&s, "catalog", &data_dir)?,
             jwt: JwtSettings::from_settings(&s)?,
+            identity: kit::auth::ClientIdentity::from_settings(&s, "catalog", production)?,
             users,
             reservation_ttl,
             sweep_interval: s.duration_or(

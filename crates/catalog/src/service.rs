@@ -152,7 +152,8 @@ impl Catalog {
         db.migrate(&crate::store::MIGRATOR).await.map_err(|e| CatalogError::Internal(format!("migrations: {e}")))?;
         let users = kit::client::ServiceClient::new("users", config.users.clone(), Default::default());
         let revoked = kit::auth::RevocationSet::default();
-        revoked.spawn_poller(kit::auth::HttpRevocations(users.clone()), config.revocation_poll);
+        let tokens = Arc::new(kit::auth::ServiceTokenSource::new(users.clone(), config.identity.clone()));
+        revoked.spawn_poller(kit::auth::HttpRevocations { users: users.clone(), tokens }, config.revocation_poll);
         let verifier = TokenVerifier::for_service(&config.jwt, users, revoked);
         let catalog = Arc::new(Catalog { store: Store::new(db), config, metrics, verifier });
         if catalog.config.demo_data {

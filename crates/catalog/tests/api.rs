@@ -27,12 +27,16 @@ impl Harness {
     async fn with(extra: impl Fn(Settings) -> Settings) -> Self {
         let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let (users_data, users_settings) = TestData::new("users");
-        let users_settings = extra(users_settings.with("SERVICE_CLIENTS", format!("orders:{SERVICE_SECRET}")));
+        let users_settings = extra(
+            users_settings
+                .with("SERVICE_CLIENTS", users::config::clients_sharing(SERVICE_SECRET, users::config::TOKEN_CLIENTS)),
+        );
         let users_config = users::Config::from_settings(&users_settings, localhost, 0).unwrap();
         let users = TestServer::start(users::router(users::AppState::start(users_config).await.unwrap())).await;
 
         let (catalog_data, catalog_settings) = TestData::new("catalog");
-        let catalog_settings = extra(catalog_settings.with("USER_SERVICE_URL", users.base()));
+        let catalog_settings =
+            extra(catalog_settings.with("USER_SERVICE_URL", users.base()).with("CLIENT_SECRET", SERVICE_SECRET));
         let config = catalog::Config::from_settings(&catalog_settings, localhost, 0).unwrap();
         let catalog = TestServer::start(catalog::router(catalog::AppState::start(config).await.unwrap())).await;
         Harness { users, catalog, http: reqwest::Client::new(), data: vec![users_data, catalog_data] }

@@ -88,6 +88,8 @@ pub struct Config {
     pub resilience: Resilience,
     pub cors: Cors,
     pub revocation_poll: Duration,
+    /// Who this service is when it asks for service tokens (to read the revocation feed).
+    pub identity: kit::auth::ClientIdentity,
     /// Signs and encrypts the storefront's session cookies; 64 bytes (hex or base64) from
     /// `SESSION_KEY`, random per process when unset (sessions then do not survive a restart
     /// or span gateway instances).
@@ -192,6 +194,7 @@ impl Config {
             server: ServerConfig::from_settings(&s, default_host, port)?,
             upstreams,
             jwt: JwtSettings::from_settings(&s)?,
+            identity: kit::auth::ClientIdentity::from_settings(&s, "gateway", production)?,
             trusted_proxies: TrustedProxies::from_settings(&s)?,
             rate_limits: RateLimits {
                 per_client: quota(&s, &["RATE_LIMIT", "RATE_LIMIT_PER_MINUTE"], &["RATE_LIMIT_BURST"], 1200, 200)?,

@@ -111,6 +111,11 @@ pub async fn client_rate_limit(State(edge): State<Arc<Edge>>, req: Request, next
 /// checks it again).
 pub async fn edge_auth(State(edge): State<Arc<Edge>>, mut req: Request, next: Next) -> Response {
     let access = rules::access(req.method(), req.uri().path());
+    // Internal routes (event delivery, service credentials) exist only between services,
+    // whatever token comes with the request.
+    if access == Access::Forbidden {
+        return Problem::not_found(format!("{} is not part of the public API.", req.uri().path())).into_response();
+    }
     let principal: Option<Arc<Principal>> = match bearer_token(req.headers()) {
         Err(e) => return Problem::from(e).into_response(),
         Ok(None) => None,
@@ -120,10 +125,7 @@ pub async fn edge_auth(State(edge): State<Arc<Edge>>, mut req: Request, next: Ne
         },
     };
     match (access, &principal) {
-        // Internal routes (event delivery, service credentials) exist only between services.
-        (Access::Forbidden, _) => {
-            return Problem::not_found(format!("{} is not part of the public API.", req.uri().path())).into_response();
-        }
+        (Access::Forbidden, _) => unreachable!("answered above"),
         (Access::Authenticated | Access::Requires(_), None) => {
             return Problem::from(AuthError::Missing).into_response();
         }

@@ -23,7 +23,7 @@ use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use kit::Problem;
-use kit::auth::{HttpRevocations, RevocationSet, TokenVerifier};
+use kit::auth::{HttpRevocations, RevocationSet, ServiceTokenSource, TokenVerifier};
 use kit::client::ServiceClient;
 use kit::metrics::Metrics;
 use kit::server::{Readiness, ServiceShell};
@@ -68,7 +68,8 @@ impl AppState {
         }
         let users_client = ServiceClient::new("users", config.upstreams.users.clone(), Default::default());
         let revoked = RevocationSet::default();
-        revoked.spawn_poller(HttpRevocations(users_client.clone()), config.revocation_poll);
+        let tokens = Arc::new(ServiceTokenSource::new(users_client.clone(), config.identity.clone()));
+        revoked.spawn_poller(HttpRevocations { users: users_client.clone(), tokens }, config.revocation_poll);
         let verifier = TokenVerifier::for_service(&config.jwt, users_client, revoked);
         verifier.warm_up().await;
         let limits = &config.rate_limits;

@@ -187,9 +187,22 @@ async fn seed_002_flask_products_and_orders() {
         );
         let service_token = token["token"].as_str().unwrap();
         assert_eq!(token["access_token"], token["token"]);
+        // The seed lists products with its token at the product service. A service token is
+        // for the catalog alone: the catalog's port takes it, the gateway (whose public
+        // catalogue needs no token) does not.
+        let with_token = if label == "gateway" {
+            expect(
+                "gateway: GET /products with a service token",
+                c.call(Method::GET, format!("{products}/products"), Some(service_token), None).await,
+                StatusCode::UNAUTHORIZED,
+            );
+            None
+        } else {
+            Some(service_token)
+        };
         let listed = expect(
             &format!("{label}: GET /products"),
-            c.call(Method::GET, format!("{products}/products"), Some(service_token), None).await,
+            c.call(Method::GET, format!("{products}/products"), with_token, None).await,
             StatusCode::OK,
         );
         assert!(listed["total"].as_u64().unwrap() >= 13);

@@ -43,8 +43,11 @@ impl Scripted {
         let handler = move |headers: HeaderMap, uri: axum::http::Uri| {
             let s = s.clone();
             async move {
-                // The gateway's own background calls (keys, revocation feed) are not traffic.
-                let background = uri.path().starts_with("/.well-known/") || uri.path().starts_with("/auth/revocations");
+                // The gateway's own background calls (keys, its service token, the revocation
+                // feed) are not traffic.
+                let background = uri.path().starts_with("/.well-known/")
+                    || uri.path().starts_with("/auth/revocations")
+                    || uri.path() == "/auth/token";
                 if !background {
                     s.hits.fetch_add(1, Ordering::Relaxed);
                 }

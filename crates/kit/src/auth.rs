@@ -248,7 +248,11 @@ pub struct JwtSettings {
     pub algorithm: JwtAlgorithm,
     pub secret: Option<Arc<[u8]>>,
     pub issuer: String,
+    /// What user tokens are for: the platform's API, at the gateway and every service.
     pub audience: String,
+    /// The service these settings were read for; its service tokens carry
+    /// [`JwtSettings::service_audience`] and no other service's are accepted.
+    pub service: Option<String>,
     pub access_ttl: Duration,
     pub leeway: Duration,
 }
@@ -260,6 +264,7 @@ impl std::fmt::Debug for JwtSettings {
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
+            .field("service", &self.service)
             .field("access_ttl", &self.access_ttl)
             .finish()
     }
@@ -328,9 +333,15 @@ impl JwtSettings {
             secret,
             issuer: s.string(&["JWT_ISSUER"]).unwrap_or_else(|| "ordermesh".into()),
             audience: s.string(&["JWT_AUDIENCE"]).unwrap_or_else(|| "ordermesh".into()),
+            service: s.scope(),
             access_ttl,
             leeway: s.duration_or(&["JWT_LEEWAY_SECONDS"], Duration::from_secs(1), Duration::from_secs(5))?,
         })
+    }
+
+    /// The audience of service tokens meant for `service`: `<JWT_AUDIENCE>:<service>`.
+    pub fn service_audience(&self, service: &str) -> String {
+        format!("{}:{service}", self.audience)
     }
 
     fn validation(&self) -> Validation {
@@ -339,7 +350,10 @@ impl JwtSettings {
             JwtAlgorithm::Hs256 => Algorithm::HS256,
         });
         v.set_issuer(&[&self.issuer]);
-        v.set_audience(&[&self.audience]);
+        match &self.service {
+            Some(service) => v.set_audience(&[self.audience.clone(), self.service_audience(service)]),
+            None => v.set_audience(&[&self.audience]),
+        }
         v.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
         v.validate_nbf = true;
         v.leeway = self.leeway.as_secs();
@@ -397,6 +411,10 @@ pub struct TokenVerifier {
 
 struct VerifierInner {
     validation: Validation,
+    /// The audience user tokens must carry.
+    platform_audience: String,
+    /// The only audience a service token may carry here (none: no service token is accepted).
+    service_audience: Option<String>,
     keys: Keys,
     cache: DashMap<Box<str>, Arc<Principal>>,
     cache_capacity: usize,
@@ -467,6 +485,8 @@ impl TokenVerifier {
         TokenVerifier {
             inner: Arc::new(VerifierInner {
                 validation: settings.validation(),
+                platform_audience: settings.audience.clone(),
+                service_audience: settings.service.as_deref().map(|s| settings.service_audience(s)),
                 keys,
                 cache: DashMap::new(),
                 cache_capacity: 50_000,
@@ -514,6 +534,16 @@ impl TokenVerifier {
         }
         let key = self.key_for(header.kid.as_deref()).await?;
         let data = jsonwebtoken::decode::<Claims>(token, &key, &self.inner.validation).map_err(map_jwt_error)?;
+        // Both audiences passed the check above; which one a token may carry depends on who
+        // it speaks for: users for the platform, a service only for this service.
+        let fits = if data.claims.role == Role::Service.as_str() {
+            self.inner.service_audience.as_deref() == Some(data.claims.aud.as_str())
+        } else {
+            data.claims.aud == self.inner.platform_audience
+        };
+        if !fits {
+            return Err(AuthError::WrongIssuerOrAudience);
+        }
         let principal = Arc::new(Principal::from_claims(&data.claims)?);
         if self.inner.revoked.covers(&principal) {
             return Err(AuthError::Revoked);
@@ -637,6 +667,9 @@ impl RevocationSet {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut polls = 0u64;
+            // Said once when polling starts failing and once when it works again: a service
+            // that cannot read the feed (wrong credentials, say) must not fail silently.
+            let mut failing = false;
             loop {
                 tick.tick().await;
                 let since = (newest_ms - 10_000).max(0);
@@ -646,8 +679,17 @@ impl RevocationSet {
                             newest_ms = newest_ms.max(r.revoked_at);
                             set.revoke(&r.jti, r.exp);
                         }
+                        if std::mem::take(&mut failing) {
+                            tracing::info!("the revocation feed is readable again");
+                        }
                     }
-                    Err(e) => tracing::debug!(error = %e, "revocation poll failed; will retry"),
+                    // The first polls may come before the users service listens.
+                    Err(e) if polls < 5 => tracing::debug!(error = %e, "revocation poll failed; will retry"),
+                    Err(e) => {
+                        if !std::mem::replace(&mut failing, true) {
+                            tracing::warn!(error = %e, "cannot read the revocation feed; logouts elsewhere are not seen here until it works");
+                        }
+                    }
                 }
                 polls += 1;
                 if polls.is_multiple_of(60) {
@@ -668,18 +710,27 @@ pub trait RevocationSource: Send + Sync + 'static {
     fn since(&self, after_ms: i64) -> BoxFuture<'_, Result<Vec<Revocation>, String>>;
 }
 
-/// The users service's `GET /auth/revocations?since=<ms>` feed.
-pub struct HttpRevocations(pub ServiceClient);
+/// The users service's `GET /auth/revocations?since=<ms>` feed, read with a service token
+/// for the users service.
+pub struct HttpRevocations {
+    pub users: ServiceClient,
+    pub tokens: Arc<ServiceTokenSource>,
+}
 
 impl RevocationSource for HttpRevocations {
     fn since(&self, after_ms: i64) -> BoxFuture<'_, Result<Vec<Revocation>, String>> {
         Box::pin(async move {
-            let feed: RevocationFeed = self
-                .0
-                .get_json(&format!("/auth/revocations?since={after_ms}"), None)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(feed.revocations)
+            let token = self.tokens.token_for("users").await.map_err(|e| e.to_string())?;
+            let path = format!("/auth/revocations?since={after_ms}");
+            match self.users.get_json::<RevocationFeed>(&path, Some(&token)).await {
+                Ok(feed) => Ok(feed.revocations),
+                Err(e) => {
+                    if e.status() == Some(axum::http::StatusCode::UNAUTHORIZED) {
+                        self.tokens.invalidate().await;
+                    }
+                    Err(e.to_string())
+                }
+            }
         })
     }
 }
@@ -740,13 +791,14 @@ where
     }
 }
 
-/// A service's own token for calling other services, fetched from the users service with the
-/// service's client credentials and renewed before it expires.
+/// A service's own tokens for calling other services, one per service called (each token is
+/// for one audience), fetched from the users service with the service's client credentials and
+/// renewed before they expire.
 pub struct ServiceTokenSource {
     users: ServiceClient,
     client_id: String,
     client_secret: String,
-    cached: tokio::sync::Mutex<Option<(String, Instant)>>,
+    cached: tokio::sync::Mutex<HashMap<String, (String, Instant)>>,
 }
 
 /// OAuth 2 client-credentials grant; the only grant `/auth/token` knows.
@@ -762,6 +814,10 @@ pub struct ClientCredentials {
     pub grant_type: Option<GrantType>,
     pub client_id: String,
     pub client_secret: String,
+    /// The service the token is for (`users`, `catalog` or `orders`); the token works there
+    /// only. Without it, the catalog (what seed 002's token is used at).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -772,13 +828,19 @@ pub struct ServiceToken {
 }
 
 impl ServiceTokenSource {
-    pub fn new(users: ServiceClient, client_id: String, client_secret: String) -> Self {
-        ServiceTokenSource { users, client_id, client_secret, cached: tokio::sync::Mutex::new(None) }
+    pub fn new(users: ServiceClient, identity: ClientIdentity) -> Self {
+        ServiceTokenSource {
+            users,
+            client_id: identity.client_id,
+            client_secret: identity.secret,
+            cached: tokio::sync::Mutex::new(HashMap::new()),
+        }
     }
 
-    pub async fn token(&self) -> Result<String, UpstreamError> {
+    /// A token for calling `service` (`users`, `catalog`, `orders`).
+    pub async fn token_for(&self, service: &str) -> Result<String, UpstreamError> {
         let mut cached = self.cached.lock().await;
-        if let Some((token, renew_at)) = cached.as_ref()
+        if let Some((token, renew_at)) = cached.get(service)
             && Instant::now() < *renew_at
         {
             return Ok(token.clone());
@@ -792,18 +854,65 @@ impl ServiceTokenSource {
                     grant_type: Some(GrantType::ClientCredentials),
                     client_id: self.client_id.clone(),
                     client_secret: self.client_secret.clone(),
+                    audience: Some(service.to_string()),
                 },
             )
             .await?;
         // Renew at 80% of the lifetime so a token never expires mid-call.
         let renew_at = Instant::now() + Duration::from_secs(issued.expires_in.saturating_mul(4) / 5);
-        *cached = Some((issued.access_token.clone(), renew_at));
+        cached.insert(service.to_string(), (issued.access_token.clone(), renew_at));
         Ok(issued.access_token)
     }
 
-    /// Forgets the cached token (after a 401, e.g. when signing keys rotated).
+    /// Forgets the cached tokens (after a 401, e.g. when signing keys rotated).
     pub async fn invalidate(&self) {
-        *self.cached.lock().await = None;
+        self.cached.lock().await.clear();
+    }
+}
+
+/// Who a service is when it asks the users service for service tokens: its name, and the
+/// secret the users service's `SERVICE_CLIENTS` lists for it.
+#[derive(Clone)]
+pub struct ClientIdentity {
+    pub client_id: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClientIdentity({}, <redacted>)", self.client_id)
+    }
+}
+
+impl ClientIdentity {
+    /// `<SERVICE>_CLIENT_ID` (default: the service's name) and `<SERVICE>_CLIENT_SECRET` (or the
+    /// plain keys). Outside production a missing secret is the well-known `dev-<service>-secret`;
+    /// production refuses both that and a missing one.
+    pub fn from_settings(s: &Scoped<'_>, service: &str, production: bool) -> Result<Self, ConfigError> {
+        let secret = match s.lookup(&["CLIENT_SECRET"]) {
+            Some((key, value, origin)) => {
+                let value = value.trim().to_string();
+                if production && value.starts_with("dev-") {
+                    return Err(ConfigError::invalid(
+                        &key,
+                        "<redacted>",
+                        origin,
+                        "development secrets are not allowed in production mode",
+                    ));
+                }
+                value
+            }
+            None if production => {
+                return Err(ConfigError::Missing {
+                    key: format!("{}_CLIENT_SECRET", service.to_ascii_uppercase()),
+                    reason: format!(
+                        "the {service} service proves itself with it to obtain service tokens (the users service's SERVICE_CLIENTS lists it)"
+                    ),
+                });
+            }
+            None => format!("dev-{service}-secret"),
+        };
+        Ok(ClientIdentity { client_id: s.string(&["CLIENT_ID"]).unwrap_or_else(|| service.to_string()), secret })
     }
 }
 
@@ -885,5 +994,36 @@ mod tests {
         expired.exp = unix_now() - 3600;
         let old = jsonwebtoken::encode(&header, &expired, &key).unwrap();
         assert_eq!(verifier.verify(&old).await.unwrap_err(), AuthError::Expired);
+    }
+
+    /// Service tokens are for one service each; user tokens are for the platform.
+    #[tokio::test]
+    async fn a_service_token_works_only_at_the_service_it_was_minted_for() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let settings = crate::config::Settings::from_pairs([("JWT_SECRET", secret)]);
+        let verifier_at = |service: &str| {
+            let jwt = JwtSettings::from_settings(&settings.scoped(service)).unwrap();
+            TokenVerifier::new(&jwt, KeySource::Secret(jwt.secret.clone().unwrap()), RevocationSet::default())
+        };
+        let (catalog, users) = (verifier_at("catalog"), verifier_at("users"));
+        let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+        let sign = |role: &str, aud: &str| {
+            let mut c = claims(role, &[]);
+            c.sub = if role == "service" { "service:orders".into() } else { c.sub };
+            c.aud = aud.into();
+            jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::HS256), &c, &key).unwrap()
+        };
+        let for_catalog = sign("service", "ordermesh:catalog");
+        assert!(catalog.verify(&for_catalog).await.is_ok());
+        assert_eq!(users.verify(&for_catalog).await.unwrap_err(), AuthError::WrongIssuerOrAudience);
+        // A service token for the whole platform, as every token was before audiences.
+        let for_everyone = sign("service", "ordermesh");
+        assert_eq!(catalog.verify(&for_everyone).await.unwrap_err(), AuthError::WrongIssuerOrAudience);
+        // A user's token is for the platform, never dressed as one service's.
+        assert!(catalog.verify(&sign("user", "ordermesh")).await.is_ok());
+        assert_eq!(
+            catalog.verify(&sign("user", "ordermesh:catalog")).await.unwrap_err(),
+            AuthError::WrongIssuerOrAudience
+        );
     }
 }

@@ -152,6 +152,11 @@ pub struct Scoped<'a> {
 }
 
 impl Scoped<'_> {
+    /// The service this view is scoped to, lower case (`None` for [`Settings::global`]).
+    pub fn scope(&self) -> Option<String> {
+        self.scope.as_ref().map(|s| s.to_ascii_lowercase())
+    }
+
     /// The raw value of the first of `keys` that is set (scoped name before plain name for
     /// each), with the name it was found under and its origin. Blank values count as unset.
     pub fn lookup(&self, keys: &[&str]) -> Option<(String, String, Origin)> {

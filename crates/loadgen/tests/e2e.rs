@@ -31,13 +31,15 @@ struct Platform {
 impl Platform {
     async fn start() -> Platform {
         let (ud, s) = TestData::new("users");
-        let s = cheap_hashing(s.with("SERVICE_CLIENTS", format!("orders:{SECRET}")));
+        let s = cheap_hashing(
+            s.with("SERVICE_CLIENTS", users::config::clients_sharing(SECRET, users::config::TOKEN_CLIENTS)),
+        );
         let users = TestServer::start(users::router(
             users::AppState::start(users::Config::from_settings(&s, localhost(), 0).unwrap()).await.unwrap(),
         ))
         .await;
         let (cd, s) = TestData::new("catalog");
-        let s = s.with("USER_SERVICE_URL", users.base());
+        let s = s.with("USER_SERVICE_URL", users.base()).with("CLIENT_SECRET", SECRET);
         let catalog = TestServer::start(catalog::router(
             catalog::AppState::start(catalog::Config::from_settings(&s, localhost(), 0).unwrap()).await.unwrap(),
         ))
@@ -46,7 +48,7 @@ impl Platform {
         let s = s
             .with("USER_SERVICE_URL", users.base())
             .with("CATALOG_SERVICE_URL", catalog.base())
-            .with("ORDERS_CLIENT_SECRET", SECRET);
+            .with("CLIENT_SECRET", SECRET);
         let orders = TestServer::start(orders::router(
             orders::AppState::start(orders::Config::from_settings(&s, localhost(), 0).unwrap()).await.unwrap(),
         ))
@@ -55,6 +57,7 @@ impl Platform {
             ("USER_SERVICE_URL", users.base()),
             ("CATALOG_SERVICE_URL", catalog.base()),
             ("ORDER_SERVICE_URL", orders.base()),
+            ("CLIENT_SECRET", SECRET.into()),
             ("RATE_LIMIT", "10000000".into()),
             ("RATE_LIMIT_BURST", "1000000".into()),
             ("USER_RATE_LIMIT", "10000000".into()),

@@ -160,7 +160,7 @@ pub async fn run(args: ClusterArgs, settings: Settings) -> anyhow::Result<()> {
             plan.push(Planned { name: format!("{service}-{i}"), service, port: port()? });
         }
     }
-    // Credentials every instance of the run shares: the orders service's client secret and the
+    // Credentials every instance of the run shares: the services' client secret and the
     // gateways' session key (so a browser session is good on either gateway).
     let secret = random_hex(24);
     let session_key = random_hex(64);
@@ -168,8 +168,8 @@ pub async fn run(args: ClusterArgs, settings: Settings) -> anyhow::Result<()> {
         ("USER_SERVICE_URL".into(), urls(&plan, "users")),
         ("CATALOG_SERVICE_URL".into(), urls(&plan, "catalog")),
         ("ORDER_SERVICE_URL".into(), urls(&plan, "orders")),
-        ("SERVICE_CLIENTS".into(), format!("orders:{secret}")),
-        ("ORDERS_CLIENT_SECRET".into(), secret),
+        ("SERVICE_CLIENTS".into(), users::config::clients_sharing(&secret, users::config::TOKEN_CLIENTS)),
+        ("CLIENT_SECRET".into(), secret),
         ("SESSION_KEY".into(), session_key),
         ("USERS_DATABASE_SCHEMA".into(), format!("{}users", args.schema_prefix)),
         ("CATALOG_DATABASE_SCHEMA".into(), format!("{}catalog", args.schema_prefix)),

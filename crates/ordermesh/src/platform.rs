@@ -10,6 +10,7 @@ use futures::future::BoxFuture;
 use kit::config::{Origin, Settings};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use users::config::TOKEN_CLIENTS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ServiceName {
@@ -230,17 +231,20 @@ pub async fn up(mut settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// In `up` the users service and the orders service live in one process, so unless the
-/// operator chose credentials, they agree on a random secret for this run rather than on the
-/// well-known development default.
+/// In `up` the users service and the services that ask it for service tokens live in one
+/// process, so unless the operator chose credentials, they agree on a random secret for this
+/// run rather than on the well-known development defaults.
 fn share_a_fresh_service_secret(settings: &mut Settings) {
-    let s = settings.global();
-    if s.string(&["SERVICE_CLIENTS"]).is_some() || s.string(&["ORDERS_CLIENT_SECRET"]).is_some() {
+    let chosen = |s: &Settings| {
+        s.global().string(&["SERVICE_CLIENTS", "CLIENT_SECRET"]).is_some()
+            || TOKEN_CLIENTS.iter().any(|c| s.scoped(c).string(&["CLIENT_SECRET"]).is_some())
+    };
+    if chosen(settings) {
         return;
     }
     let secret = uuid::Uuid::new_v4().simple().to_string();
-    settings.insert("ORDERS_CLIENT_SECRET", secret.clone(), Origin::CommandLine);
-    settings.insert("SERVICE_CLIENTS", format!("orders:{secret}"), Origin::CommandLine);
+    settings.insert("SERVICE_CLIENTS", users::config::clients_sharing(&secret, TOKEN_CLIENTS), Origin::CommandLine);
+    settings.insert("CLIENT_SECRET", secret, Origin::CommandLine);
 }
 
 /// In `up` the gateway reaches the services over loopback, so they believe the client address

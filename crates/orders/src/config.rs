@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kit::auth::JwtSettings;
+use kit::auth::{ClientIdentity, JwtSettings};
 use kit::client::{ClientTimeouts, parse_instance_list};
 use kit::config::{ConfigError, Settings};
 use kit::db::DbConfig;
@@ -13,10 +13,6 @@ use url::Url;
 
 pub const DEFAULT_PORT: u16 = 8082;
 
-/// The client secret a development setup uses when none is configured (it matches the users
-/// service's development default); refused in production mode.
-pub const DEV_CLIENT_SECRET: &str = "dev-orders-secret";
-
 #[derive(Clone)]
 pub struct Config {
     pub server: ServerConfig,
@@ -24,8 +20,8 @@ pub struct Config {
     pub jwt: JwtSettings,
     pub users: Vec<Url>,
     pub catalog: Vec<Url>,
-    pub client_id: String,
-    pub client_secret: String,
+    /// Who the orders service is when it asks for service tokens.
+    pub identity: ClientIdentity,
     /// Timeouts for calls to the catalog and users services.
     pub upstream_timeouts: ClientTimeouts,
     /// How long an Idempotency-Key and its answer are kept.
@@ -50,8 +46,7 @@ impl std::fmt::Debug for Config {
             .field("db", &self.db.url)
             .field("users", &self.users)
             .field("catalog", &self.catalog)
-            .field("client_id", &self.client_id)
-            .field("client_secret", &"<redacted>")
+            .field("identity", &self.identity)
             .field("nats", &self.nats)
             .finish()
     }
@@ -71,26 +66,6 @@ impl Config {
         let users = urls(&["USER_SERVICE_URL"], "http://127.0.0.1:8081")?;
         let catalog =
             urls(&["CATALOG_SERVICE_URL", "PRODUCT_SERVICE_URL", "INVENTORY_SERVICE_URL"], "http://127.0.0.1:8083")?;
-        let client_secret = match s.lookup(&["ORDERS_CLIENT_SECRET", "CLIENT_SECRET"]) {
-            Some((key, value, origin)) => {
-                if production && value.starts_with("dev-") {
-                    return Err(ConfigError::invalid(
-                        &key,
-                        "<redacted>",
-                        origin,
-                        "development secrets are not allowed in production mode",
-                    ));
-                }
-                value
-            }
-            None if production => {
-                return Err(ConfigError::Missing {
-                    key: "ORDERS_CLIENT_SECRET".into(),
-                    reason: "the orders service needs its client secret to obtain service tokens".into(),
-                });
-            }
-            None => DEV_CLIENT_SECRET.to_string(),
-        };
         let event_subscribers = match s.lookup(&["EVENT_SUBSCRIBERS"]) {
             Some((key, value, origin)) => parse_instance_list(&key, &value, origin)?,
             None => catalog.iter().map(|c| c.join("events").expect("joinable")).collect(),
@@ -102,8 +77,7 @@ impl Config {
             jwt: JwtSettings::from_settings(&s)?,
             users,
             catalog,
-            client_id: s.string(&["ORDERS_CLIENT_ID", "CLIENT_ID"]).unwrap_or_else(|| "orders".into()),
-            client_secret,
+            identity: ClientIdentity::from_settings(&s, "orders", production)?,
             upstream_timeouts: ClientTimeouts {
                 connect: s.duration_or(
                     &["UPSTREAM_CONNECT_TIMEOUT"],
@@ -133,9 +107,4 @@ impl Config {
             )?,
         })
     }
-}
-
-/// For tests and `up`: settings whose secret agrees with the users service's.
-pub fn matching_credentials(secret: &str) -> [(&'static str, String); 2] {
-    [("ORDERS_CLIENT_SECRET", secret.to_string()), ("SERVICE_CLIENTS", format!("orders:{secret}"))]
 }

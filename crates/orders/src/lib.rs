@@ -49,11 +49,11 @@ impl AppState {
         let store = Store::new(db);
         let users = ServiceClient::new("users", config.users.clone(), config.upstream_timeouts);
         let catalog = ServiceClient::new("catalog", config.catalog.clone(), config.upstream_timeouts);
+        let tokens = Arc::new(ServiceTokenSource::new(users.clone(), config.identity.clone()));
         let revoked = RevocationSet::default();
-        revoked.spawn_poller(HttpRevocations(users.clone()), config.revocation_poll);
-        let verifier = TokenVerifier::for_service(&config.jwt, users.clone(), revoked);
+        revoked.spawn_poller(HttpRevocations { users: users.clone(), tokens: tokens.clone() }, config.revocation_poll);
+        let verifier = TokenVerifier::for_service(&config.jwt, users, revoked);
         verifier.warm_up().await;
-        let tokens = Arc::new(ServiceTokenSource::new(users, config.client_id.clone(), config.client_secret.clone()));
         let transport = match &config.nats {
             Some(topology) => {
                 let js = kit::events::nats::connect(&topology.url, "ordermesh-orders")

@@ -35,7 +35,8 @@ impl Transport {
     async fn deliver(&self, events: &[Event]) -> Result<(), String> {
         match self {
             Transport::Http { subscribers, tokens } => {
-                let token = tokens.token().await.map_err(|e| e.to_string())?;
+                // The subscribers are the catalog (`EVENT_SUBSCRIBERS`, by default its `/events`).
+                let token = tokens.token_for("catalog").await.map_err(|e| e.to_string())?;
                 let body = serde_json::to_vec(&EventBatch { events: events.to_vec() }).map_err(|e| e.to_string())?;
                 let result = subscribers
                     .json::<kit::events::DeliveryReport>(axum::http::Method::POST, "", Some(&token), Some(body.into()))

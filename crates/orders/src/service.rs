@@ -520,7 +520,7 @@ impl Orders {
     ) -> Result<T> {
         let body = body.map(|b| bytes::Bytes::from(serde_json::to_vec(b).unwrap_or_default()));
         for attempt in 0..2 {
-            let token = self.tokens.token().await?;
+            let token = self.tokens.token_for("catalog").await?;
             match self.catalog.json::<T>(method.clone(), path, Some(&token), body.clone()).await {
                 Err(UpstreamError::Status { status: StatusCode::UNAUTHORIZED, .. }) if attempt == 0 => {
                     self.tokens.invalidate().await;
@@ -555,7 +555,7 @@ impl Orders {
         let path = format!("/reservations/{reservation_id}/{action}");
         tokio::spawn(async move {
             for attempt in 0..3u32 {
-                let outcome = match tokens.token().await {
+                let outcome = match tokens.token_for("catalog").await {
                     Ok(token) => catalog.json::<serde_json::Value>(Method::POST, &path, Some(&token), None).await,
                     Err(e) => Err(e),
                 };

@@ -38,14 +38,14 @@ impl Platform {
     async fn on(data: fn(&str) -> (TestData, Settings), extra: impl Fn(Settings) -> Settings) -> Self {
         let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let (users_data, s) = data("users");
-        let s = extra(s.with("SERVICE_CLIENTS", format!("orders:{SECRET}")));
+        let s = extra(s.with("SERVICE_CLIENTS", users::config::clients_sharing(SECRET, users::config::TOKEN_CLIENTS)));
         let users = TestServer::start(users::router(
             users::AppState::start(users::Config::from_settings(&s, localhost, 0).unwrap()).await.unwrap(),
         ))
         .await;
 
         let (catalog_data, s) = data("catalog");
-        let s = extra(s.with("USER_SERVICE_URL", users.base()));
+        let s = extra(s.with("USER_SERVICE_URL", users.base()).with("CLIENT_SECRET", SECRET));
         let catalog = TestServer::start(catalog::router(
             catalog::AppState::start(catalog::Config::from_settings(&s, localhost, 0).unwrap()).await.unwrap(),
         ))
@@ -55,7 +55,7 @@ impl Platform {
         let s = extra(
             s.with("USER_SERVICE_URL", users.base())
                 .with("CATALOG_SERVICE_URL", catalog.base())
-                .with("ORDERS_CLIENT_SECRET", SECRET)
+                .with("CLIENT_SECRET", SECRET)
                 .with("RELAY_INTERVAL", "100ms"),
         );
         let orders = TestServer::start(orders::router(

@@ -43,7 +43,17 @@ impl std::fmt::Debug for ServiceCredential {
 
 /// The client credentials a development setup uses when none are configured; refused in
 /// production mode.
-pub const DEV_SERVICE_CLIENTS: &str = "orders:dev-orders-secret,gateway:dev-gateway-secret";
+pub const DEV_SERVICE_CLIENTS: &str = "orders:dev-orders-secret,gateway:dev-gateway-secret,catalog:dev-catalog-secret";
+
+/// The services that obtain service tokens by default: the orders service to call the catalog,
+/// and every service but users to read the revocation feed.
+pub const TOKEN_CLIENTS: &[&str] = &["gateway", "catalog", "orders"];
+
+/// `SERVICE_CLIENTS` for `clients` that all prove themselves with `secret` (with
+/// `CLIENT_SECRET=<secret>` on their side): `up`, which runs them in one process, and tests.
+pub fn clients_sharing(secret: &str, clients: &[&str]) -> String {
+    clients.iter().map(|c| format!("{c}:{secret}")).collect::<Vec<_>>().join(",")
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -93,6 +93,10 @@ pub struct GetTokenRequest {
     /// Required: seed 002 sent none, but a token without proof would be anyone's to take.
     #[serde(default)]
     pub client_secret: Option<String>,
+    /// The service the token is for (`users`, `catalog`, `orders`); the catalog by default,
+    /// where seed 002 uses it.
+    #[serde(default)]
+    pub audience: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -120,6 +124,7 @@ pub async fn get_token(
             grant_type: Some(GrantType::ClientCredentials),
             client_id: body.service_name,
             client_secret,
+            audience: body.audience,
         }),
     )
     .await?;

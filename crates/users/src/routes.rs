@@ -318,16 +318,21 @@ pub async fn service_token(
     State(state): State<AppState>,
     Json(body): Json<ClientCredentials>,
 ) -> Result<Json<ServiceToken>> {
-    let (token, ttl) = state.users.service_token(&body.client_id, &body.client_secret)?;
+    let (token, ttl) = state.users.service_token(&body.client_id, &body.client_secret, body.audience.as_deref())?;
     Ok(Json(ServiceToken { access_token: token, token_type: "bearer".into(), expires_in: ttl }))
 }
 
-#[utoipa::path(get, path = "/auth/revocations", tag = "auth", params(RevocationsQuery),
-    responses((status = 200, description = "Access tokens and sessions revoked since `since`", body = kit::auth::RevocationFeed), ProblemResponses))]
+#[utoipa::path(get, path = "/auth/revocations", tag = "auth", params(RevocationsQuery), security(("service_token" = [])),
+    responses((status = 200, description = "Access tokens and sessions revoked since `since`; for services only", body = kit::auth::RevocationFeed), ProblemResponses))]
 pub async fn revocations(
     State(state): State<AppState>,
+    Auth(caller): Auth,
     Query(q): Query<RevocationsQuery>,
 ) -> Result<Json<kit::auth::RevocationFeed>> {
+    // Which tokens and sessions ended, and when, is for the services that enforce it.
+    if caller.role != Role::Service {
+        return Err(UsersError::Forbidden("the revocation feed is for services (a service token for users)".into()));
+    }
     let since = q.since.unwrap_or(0);
     if since < 0 {
         return Err(UsersError::invalid("since", "must not be negative"));

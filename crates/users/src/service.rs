@@ -463,8 +463,17 @@ impl UsersService {
         Ok(tokens.user)
     }
 
-    /// Client-credentials grant for services.
-    pub fn service_token(&self, client_id: &str, secret: &str) -> Result<(String, u64)> {
+    /// Client-credentials grant for services: a token for one service, `audience` (the catalog
+    /// when not said, as seed 002's token is used there).
+    pub fn service_token(&self, client_id: &str, secret: &str, audience: Option<&str>) -> Result<(String, u64)> {
+        const AUDIENCES: &[&str] = &["users", "catalog", "orders"];
+        let audience = audience.unwrap_or("catalog");
+        if !AUDIENCES.contains(&audience) {
+            return Err(UsersError::invalid(
+                "audience",
+                "must name the service the token is for: users, catalog or orders",
+            ));
+        }
         // Seed 002 calls the orders service `order-service`.
         let client_id = if client_id == "order-service" { "orders" } else { client_id };
         let known: Option<&ServiceCredential> =
@@ -480,7 +489,7 @@ impl UsersService {
             role: Role::Service.as_str().into(),
             perms: Role::Service.permissions().iter().map(|p| p.as_str().to_string()).collect(),
             iss: self.config.jwt.issuer.clone(),
-            aud: self.config.jwt.audience.clone(),
+            aud: self.config.jwt.service_audience(audience),
             exp: now + ttl as i64,
             iat: now,
             nbf: Some(now),

@@ -573,21 +573,25 @@ async fn password_change_needs_the_current_password() {
     h.finish().await;
 }
 
+async fn service_token(h: &Harness, audience: Option<&str>) -> (StatusCode, Value) {
+    let mut body =
+        json!({"grant_type": "client_credentials", "client_id": "orders", "client_secret": "a-test-secret-of-length"});
+    if let Some(a) = audience {
+        body["audience"] = json!(a);
+    }
+    h.post("/auth/token", None, body).await
+}
+
 #[tokio::test]
 async fn service_tokens_jwks_verify_and_revocation_feed() {
     let h = Harness::with(|s| s.with("SERVICE_CLIENTS", "orders:a-test-secret-of-length")).await;
     let (status, _) =
         h.post("/auth/token", None, json!({"client_id": "orders", "client_secret": "wrong-secret-here"})).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, token) = h
-        .post(
-            "/auth/token",
-            None,
-            json!({"grant_type": "client_credentials", "client_id": "orders", "client_secret": "a-test-secret-of-length"}),
-        )
-        .await;
+    let (status, token) = service_token(&h, Some("users")).await;
     assert_eq!(status, StatusCode::OK, "{token}");
     let service = token["access_token"].as_str().unwrap();
+    assert_eq!(claims_of(service)["aud"], "ordermesh:users");
     let (status, claims) = h.post("/auth/verify", None, json!({"token": service})).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(claims["role"], "service");
@@ -610,11 +614,56 @@ async fn service_tokens_jwks_verify_and_revocation_feed() {
     h.post("/users/logout", Some(&bob), json!({})).await;
     let (status, _) = h.post("/auth/verify", None, json!({"token": bob})).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, feed) = h.get("/auth/revocations?since=0", None).await;
+    let (status, feed) = h.get("/auth/revocations?since=0", Some(service)).await;
     assert_eq!(status, StatusCode::OK);
     let jti = claims_of(&bob)["jti"].as_str().unwrap().to_string();
     let ids: Vec<&str> = feed["revocations"].as_array().unwrap().iter().map(|r| r["jti"].as_str().unwrap()).collect();
     assert!(ids.contains(&jti.as_str()), "{feed}");
+    h.finish().await;
+}
+
+/// Finding 6 of the second security round: the feed of revoked token and session ids answered
+/// anyone who asked. It is for services, with a service token meant for the users service.
+#[tokio::test]
+async fn the_revocation_feed_answers_only_a_service_token_for_users() {
+    let h = Harness::with(|s| s.with("SERVICE_CLIENTS", "orders:a-test-secret-of-length")).await;
+    let bob = h.token("bob", "bob123").await;
+    h.post("/users/logout", Some(&bob), json!({})).await;
+    let (status, body) = h.get("/auth/revocations?since=0", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body.get("revocations").is_none(), "{body}");
+    let alice = h.token("alice", "alice123").await;
+    let (status, body) = h.get("/auth/revocations?since=0", Some(&alice)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "an administrator is not a service: {body}");
+    let (_, for_catalog) = service_token(&h, Some("catalog")).await;
+    let (status, body) = h.get("/auth/revocations?since=0", for_catalog["access_token"].as_str()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a token for the catalog: {body}");
+    let (_, for_users) = service_token(&h, Some("users")).await;
+    let (status, body) = h.get("/auth/revocations?since=0", for_users["access_token"].as_str()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    h.finish().await;
+}
+
+/// Finding 6 again: every service accepted the same audience, so a token meant for one service
+/// worked at all of them. A service token now names its one service.
+#[tokio::test]
+async fn a_service_token_names_one_service_and_works_only_there() {
+    let h = Harness::with(|s| s.with("SERVICE_CLIENTS", "orders:a-test-secret-of-length")).await;
+    // Without an audience, the catalog: what the orders service and seed 002 use it for.
+    let (status, token) = service_token(&h, None).await;
+    assert_eq!(status, StatusCode::OK, "{token}");
+    let for_catalog = token["access_token"].as_str().unwrap();
+    assert_eq!(claims_of(for_catalog)["aud"], "ordermesh:catalog");
+    let (status, body) = h.get("/users/me", Some(for_catalog)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a catalog token at the users service: {body}");
+    for audience in ["gateway", "ordermesh", "everyone", ""] {
+        let (status, body) = service_token(&h, Some(audience)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "audience {audience:?}: {body}");
+        assert_problem(&body, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    // User tokens stay for the whole platform.
+    let bob = h.token("bob", "bob123").await;
+    assert_eq!(claims_of(&bob)["aud"], "ordermesh");
     h.finish().await;
 }
 

@@ -29,14 +29,15 @@ impl Services {
         let (ud, s) = TestData::new("users");
         // As in `ordermesh up`: the users service believes the gateway's X-Forwarded-For.
         let s = extra(
-            s.with("SERVICE_CLIENTS", format!("orders:{SECRET}")).with("TRUSTED_PROXIES", kit::client_ip::LOOPBACK),
+            s.with("SERVICE_CLIENTS", users::config::clients_sharing(SECRET, users::config::TOKEN_CLIENTS))
+                .with("TRUSTED_PROXIES", kit::client_ip::LOOPBACK),
         );
         let users = TestServer::start(users::router(
             users::AppState::start(users::Config::from_settings(&s, localhost(), 0).unwrap()).await.unwrap(),
         ))
         .await;
         let (cd, s) = TestData::new("catalog");
-        let s = extra(s.with("USER_SERVICE_URL", users.base()));
+        let s = extra(s.with("USER_SERVICE_URL", users.base()).with("CLIENT_SECRET", SECRET));
         let catalog = TestServer::start(catalog::router(
             catalog::AppState::start(catalog::Config::from_settings(&s, localhost(), 0).unwrap()).await.unwrap(),
         ))
@@ -45,7 +46,7 @@ impl Services {
         let s = extra(
             s.with("USER_SERVICE_URL", users.base())
                 .with("CATALOG_SERVICE_URL", catalog.base())
-                .with("ORDERS_CLIENT_SECRET", SECRET),
+                .with("CLIENT_SECRET", SECRET),
         );
         let orders = TestServer::start(orders::router(
             orders::AppState::start(orders::Config::from_settings(&s, localhost(), 0).unwrap()).await.unwrap(),
@@ -59,6 +60,7 @@ impl Services {
             ("USER_SERVICE_URL", self.users.base()),
             ("CATALOG_SERVICE_URL", self.catalog.base()),
             ("ORDER_SERVICE_URL", self.orders.base()),
+            ("CLIENT_SECRET", SECRET.into()),
         ])
     }
 
