@@ -21,7 +21,10 @@ USERS = os.environ["ORDERMESH_USERS_URL"]
 LOGIN_PATH = os.environ.get("ORDERMESH_LOGIN_PATH", "/users/login")
 PREFIX = LOGIN_PATH[: -len("/users/login")]  # "" on the users service, "/api" on the gateway
 CLIENT_SECRET = os.environ.get("ORDERMESH_SERVICE_SECRET", "")
-SERVICE_ONLY = r"^(/reservations|/events$)"
+# Routes for services alone; a service token names the one service it is for.
+CATALOG_SERVICE_ONLY = r"^(/reservations|/events$)"
+USERS_SERVICE_ONLY = r"^/auth/revocations$"
+SERVICE_ONLY = f"{CATALOG_SERVICE_ONLY}|{USERS_SERVICE_ONLY}"
 ROOT = {"username": "alice", "password": "alice123"}
 
 
@@ -71,10 +74,24 @@ class Administrator:
         bearer(case, data)
 
 
-@schemathesis.auth(refresh_interval=30, retry_on=[401]).apply_to(path_regex=SERVICE_ONLY)
-class OrdersService:
+def service_token(audience):
+    body = {"client_id": "orders", "client_secret": CLIENT_SECRET, "audience": audience}
+    return call("POST", "/auth/token", body)["access_token"]
+
+
+@schemathesis.auth(refresh_interval=30, retry_on=[401]).apply_to(path_regex=CATALOG_SERVICE_ONLY)
+class ServiceCallingTheCatalog:
     def get(self, case, ctx):
-        return call("POST", "/auth/token", {"client_id": "orders", "client_secret": CLIENT_SECRET})["access_token"]
+        return service_token("catalog")
+
+    def set(self, case, data, ctx):
+        bearer(case, data)
+
+
+@schemathesis.auth(refresh_interval=30, retry_on=[401]).apply_to(path_regex=USERS_SERVICE_ONLY)
+class ServiceCallingUsers:
+    def get(self, case, ctx):
+        return service_token("users")
 
     def set(self, case, data, ctx):
         bearer(case, data)
