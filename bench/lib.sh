@@ -132,26 +132,9 @@ start_ordermesh() { # name VAR=VALUE…
     wait_http "$OM_URL/health" 60 || { log "ordermesh did not come up:"; tail -20 "$WORK/$name/up.log" >&2; exit 1; }
 }
 
-# A base port whose four ports (gateway, users, orders, catalog) are free on 127.0.0.1, below the
-# kernel's ephemeral range (so the load tool's own client sockets cannot take them meanwhile).
-free_port_base() {
-    python3 - <<'EOF'
-import random, socket
-low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-for _ in range(500):
-    base, socks = random.randrange(10000, max(10004, low - 4)), []
-    try:
-        for p in range(base, base + 4):
-            s = socket.socket(); socks.append(s); s.bind(("127.0.0.1", p))
-        print(base); break
-    except OSError:
-        pass
-    finally:
-        for s in socks: s.close()
-else:
-    raise SystemExit("no four free ports in a row")
-EOF
-}
+# free_port_base: four free ports in a row for `ordermesh up` (shared with the test scripts).
+# shellcheck source=../scripts/ports.sh
+source "$ROOT/scripts/ports.sh"
 
 stop_ordermesh() {
     stop_pid "$OM_PID"

@@ -41,7 +41,7 @@ under_callgrind() { # name VAR=VALUE…: `ordermesh up` under callgrind, counter
     mkdir -p "$WORK/$name"
     env DATA_DIR="$WORK/$name/data" PORT="$PORT_BASE" USERS_PORT=$((PORT_BASE + 1)) \
         ORDERS_PORT=$((PORT_BASE + 2)) CATALOG_PORT=$((PORT_BASE + 3)) LOG_LEVEL=warn LOG_FORMAT=json \
-        "${RAISED_LIMITS[@]}" UPSTREAM_TIMEOUT=60s "$@" \
+        "${RAISED_LIMITS[@]}" UPSTREAM_TIMEOUT=60s REQUEST_TIMEOUT=200s "$@" \
         valgrind --tool=callgrind --callgrind-out-file="$OUT" "$BIN" up >"$WORK/$name/up.log" 2>&1 &
     OM_PID=$!
     PIDS+=("$OM_PID")

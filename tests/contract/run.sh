@@ -16,7 +16,8 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=../../scripts/ports.sh
+source "$root/scripts/ports.sh"
 
 echo "== schemathesis"
 venv="${SCHEMATHESIS_VENV:-$work/venv}"
@@ -28,11 +29,12 @@ if [ -z "${ORDERMESH_BIN:-}" ]; then
     (cd "$root" && cargo build --quiet --release -p ordermesh)
     ORDERMESH_BIN="$CARGO_TARGET_DIR/release/ordermesh"
 fi
-gw=$(free_port) users=$(free_port) orders=$(free_port) catalog=$(free_port)
+gw=$(free_port_base)
+users=$((gw + 1)) orders=$((gw + 2)) catalog=$((gw + 3))
 secret="contract-test-service-secret"
 # Limits raised so the generated traffic measures the contract, not the throttles.
 env PORT="$gw" USERS_PORT="$users" ORDERS_PORT="$orders" CATALOG_PORT="$catalog" DATA_DIR="$work/data" \
-    SERVICE_CLIENTS="orders:$secret" ORDERS_CLIENT_SECRET="$secret" JWT_EXPIRATION_MINUTES=120 \
+    SERVICE_CLIENTS="orders:$secret,gateway:$secret,catalog:$secret" CLIENT_SECRET="$secret" JWT_EXPIRATION_MINUTES=120 \
     RATE_LIMIT=10000000 RATE_LIMIT_BURST=1000000 USER_RATE_LIMIT=10000000 USER_RATE_LIMIT_BURST=1000000 \
     AUTH_RATE_LIMIT=10000000 AUTH_RATE_LIMIT_BURST=1000000 \
     LOGIN_MAX_FAILURES_PER_ACCOUNT=1000000 LOGIN_MAX_FAILURES_PER_ADDRESS=1000000 \

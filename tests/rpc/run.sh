@@ -15,7 +15,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=../../scripts/ports.sh
+source "$root/scripts/ports.sh"
 
 echo "== clients"
 (cd "$here" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
@@ -28,11 +29,11 @@ if [ -z "${ORDERMESH_BIN:-}" ]; then
     (cd "$root" && cargo build --quiet --release -p ordermesh)
     ORDERMESH_BIN="$CARGO_TARGET_DIR/release/ordermesh"
 fi
-port=$(free_port)
+port=$(free_port_base)
 # The two walkthroughs sign in 11 times within seconds from one address: more than the default
 # sign-in burst (10 per address), which is there against password guessing and is tested in
 # crates/gateway/tests/rpc.rs. Interop is what this run checks, so that limit is raised here.
-AUTH_RATE_LIMIT=600 AUTH_RATE_LIMIT_BURST=100 PORT=$port USERS_PORT=$(free_port) ORDERS_PORT=$(free_port) CATALOG_PORT=$(free_port) DATA_DIR="$work/data" \
+AUTH_RATE_LIMIT=600 AUTH_RATE_LIMIT_BURST=100 PORT=$port USERS_PORT=$((port + 1)) ORDERS_PORT=$((port + 2)) CATALOG_PORT=$((port + 3)) DATA_DIR="$work/data" \
     LOG_FORMAT=json LOG_LEVEL=warn "$ORDERMESH_BIN" up >"$work/ordermesh.log" 2>&1 &
 pid=$!
 base="http://127.0.0.1:$port"

@@ -53,12 +53,7 @@ impl Config {
         };
         let reservation_ttl = s.duration_or(&["RESERVATION_TTL"], Duration::from_secs(1), Duration::from_secs(300))?;
         if reservation_ttl < Duration::from_secs(1) {
-            return Err(ConfigError::invalid(
-                "RESERVATION_TTL",
-                &format!("{reservation_ttl:?}"),
-                kit::config::Origin::Environment,
-                "must be at least one second",
-            ));
+            return Err(s.invalid(&["RESERVATION_TTL"], "must be at least one second"));
         }
         Ok(Config {
             server: ServerConfig::from_settings(&s, default_host, port)?,

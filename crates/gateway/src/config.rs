@@ -7,7 +7,7 @@ use std::time::Duration;
 use kit::auth::JwtSettings;
 use kit::client::parse_instance_list;
 use kit::client_ip::TrustedProxies;
-use kit::config::{ConfigError, Origin, Scoped, Settings};
+use kit::config::{ConfigError, Scoped, Settings};
 use kit::server::ServerConfig;
 use url::Url;
 
@@ -25,13 +25,6 @@ pub struct UpstreamUrls {
 pub struct Quota {
     pub per_minute: u32,
     pub burst: u32,
-}
-
-impl Quota {
-    /// The interval between two requests at the sustained rate.
-    pub fn emission_interval(&self) -> Duration {
-        Duration::from_secs_f64(60.0 / self.per_minute.max(1) as f64)
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +62,15 @@ pub struct Resilience {
     pub health_interval: Duration,
     /// Consecutive failures after which an instance is taken out until a health check passes.
     pub eject_after_failures: u32,
+}
+
+impl Resilience {
+    /// The longest the proxy can spend on one request: every attempt timing out, with the
+    /// longest back-off (base doubling, plus jitter up to as much again) between them.
+    pub fn longest_request(&self) -> Duration {
+        let backoff = (0..self.max_retries).map(|a| self.retry_backoff * 2 * 2u32.pow(a)).sum::<Duration>();
+        self.request_timeout * (self.max_retries + 1) + backoff
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -173,25 +175,56 @@ impl Config {
         let allowed_origins = s.list(&["CORS_ALLOWED_ORIGINS", "CORS_ORIGINS"]);
         for origin in &allowed_origins {
             if origin != "*" && Url::parse(origin).is_err() {
-                return Err(ConfigError::invalid(
-                    "CORS_ALLOWED_ORIGINS",
-                    origin,
-                    Origin::Environment,
-                    "not an origin URL",
-                ));
+                return Err(
+                    s.invalid(&["CORS_ALLOWED_ORIGINS", "CORS_ORIGINS"], format!("{origin:?} is not an origin URL"))
+                );
             }
         }
         let allow_credentials = s.bool_or(&["CORS_ALLOW_CREDENTIALS"], false)?;
         if allow_credentials && allowed_origins.iter().any(|o| o == "*") {
-            return Err(ConfigError::invalid(
-                "CORS_ALLOWED_ORIGINS",
-                "*",
-                Origin::Environment,
+            return Err(s.invalid(
+                &["CORS_ALLOWED_ORIGINS", "CORS_ORIGINS"],
                 "'*' cannot be combined with CORS_ALLOW_CREDENTIALS; list the origins",
             ));
         }
+        let server = ServerConfig::from_settings(&s, default_host, port)?;
+        let resilience = Resilience {
+            connect_timeout: s.duration_or(
+                &["UPSTREAM_CONNECT_TIMEOUT"],
+                Duration::from_millis(1),
+                Duration::from_millis(500),
+            )?,
+            // Three attempts (RETRY_MAX 2) and their back-off fit in REQUEST_TIMEOUT's 15 s.
+            request_timeout: s.duration_or(&["UPSTREAM_TIMEOUT"], Duration::from_secs(1), Duration::from_secs(4))?,
+            max_retries: s
+                .parse_checked(&["RETRY_MAX"], 2u32, |n| if *n <= 10 { Ok(()) } else { Err("at most 10".into()) })?,
+            retry_budget_ratio: fraction(&s, &["RETRY_BUDGET_RATIO"], 0.1)?,
+            retry_backoff: s.duration_or(&["RETRY_BACKOFF"], Duration::from_millis(1), Duration::from_millis(25))?,
+            breaker_failure_ratio: fraction(&s, &["BREAKER_FAILURE_RATIO"], 0.5)?,
+            breaker_min_requests: s.parse_or(&["BREAKER_MIN_REQUESTS"], 10u32)?,
+            breaker_window: s.duration_or(&["BREAKER_WINDOW"], Duration::from_secs(1), Duration::from_secs(10))?,
+            breaker_open_for: s.duration_or(&["BREAKER_OPEN_FOR"], Duration::from_secs(1), Duration::from_secs(5))?,
+            health_interval: s.duration_or(
+                &["HEALTH_CHECK_INTERVAL"],
+                Duration::from_secs(1),
+                Duration::from_secs(2),
+            )?,
+            eject_after_failures: s.parse_or(&["EJECT_AFTER_FAILURES"], 5u32)?,
+        };
+        // Timeouts nest: a retried call must end with the proxy's own 504 before the whole
+        // request's timeout cuts it off with a bare 503.
+        if resilience.longest_request() >= server.request_timeout {
+            return Err(s.invalid(
+                &["REQUEST_TIMEOUT"],
+                format!(
+                    "must be longer than UPSTREAM_TIMEOUT × (1 + RETRY_MAX) with the retries' back-off ({:?}), \
+                     or lower UPSTREAM_TIMEOUT or RETRY_MAX",
+                    resilience.longest_request()
+                ),
+            ));
+        }
         Ok(Config {
-            server: ServerConfig::from_settings(&s, default_host, port)?,
+            server,
             upstreams,
             jwt: JwtSettings::from_settings(&s)?,
             identity: kit::auth::ClientIdentity::from_settings(&s, "gateway", production)?,
@@ -203,41 +236,7 @@ impl Config {
                 redis_url,
                 redis_prefix: s.string(&["REDIS_KEY_PREFIX"]).unwrap_or_else(|| "ordermesh".into()),
             },
-            resilience: Resilience {
-                connect_timeout: s.duration_or(
-                    &["UPSTREAM_CONNECT_TIMEOUT"],
-                    Duration::from_millis(1),
-                    Duration::from_millis(500),
-                )?,
-                request_timeout: s.duration_or(
-                    &["UPSTREAM_TIMEOUT"],
-                    Duration::from_secs(1),
-                    Duration::from_secs(10),
-                )?,
-                max_retries: s.parse_checked(&["RETRY_MAX"], 2u32, |n| {
-                    if *n <= 10 { Ok(()) } else { Err("at most 10".into()) }
-                })?,
-                retry_budget_ratio: fraction(&s, &["RETRY_BUDGET_RATIO"], 0.1)?,
-                retry_backoff: s.duration_or(
-                    &["RETRY_BACKOFF"],
-                    Duration::from_millis(1),
-                    Duration::from_millis(25),
-                )?,
-                breaker_failure_ratio: fraction(&s, &["BREAKER_FAILURE_RATIO"], 0.5)?,
-                breaker_min_requests: s.parse_or(&["BREAKER_MIN_REQUESTS"], 10u32)?,
-                breaker_window: s.duration_or(&["BREAKER_WINDOW"], Duration::from_secs(1), Duration::from_secs(10))?,
-                breaker_open_for: s.duration_or(
-                    &["BREAKER_OPEN_FOR"],
-                    Duration::from_secs(1),
-                    Duration::from_secs(5),
-                )?,
-                health_interval: s.duration_or(
-                    &["HEALTH_CHECK_INTERVAL"],
-                    Duration::from_secs(1),
-                    Duration::from_secs(2),
-                )?,
-                eject_after_failures: s.parse_or(&["EJECT_AFTER_FAILURES"], 5u32)?,
-            },
+            resilience,
             cors: Cors { allowed_origins, allow_credentials },
             revocation_poll: s.duration_or(
                 &["REVOCATION_POLL_INTERVAL"],
@@ -250,22 +249,15 @@ impl Config {
                 let d =
                     s.duration_or(&["DASHBOARD_SAMPLE_INTERVAL"], Duration::from_secs(1), Duration::from_secs(5))?;
                 if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&d) {
-                    return Err(ConfigError::invalid(
-                        "DASHBOARD_SAMPLE_INTERVAL",
-                        &format!("{d:?}"),
-                        Origin::Environment,
-                        "must be between 1 s and 10 min",
-                    ));
+                    return Err(s.invalid(&["DASHBOARD_SAMPLE_INTERVAL"], "must be between 1 s and 10 min"));
                 }
                 d
             },
             session_refresh_grace: {
                 let d = s.duration_or(&["SESSION_REFRESH_GRACE"], Duration::from_secs(1), Duration::from_secs(15))?;
                 if d > Duration::from_secs(120) {
-                    return Err(ConfigError::invalid(
-                        "SESSION_REFRESH_GRACE",
-                        &format!("{d:?}"),
-                        Origin::Environment,
+                    return Err(s.invalid(
+                        &["SESSION_REFRESH_GRACE"],
                         "must be at most 2 min: a stolen cookie is good for this long after a refresh",
                     ));
                 }
@@ -349,5 +341,28 @@ mod tests {
                 Config::from_settings(&Settings::from_pairs([(key, value)]), localhost(), 0).unwrap_err().to_string();
             assert!(err.contains(key), "{key}: {err}");
         }
+    }
+
+    /// Issue 17, defect 3: REQUEST_TIMEOUT (15 s) was shorter than UPSTREAM_TIMEOUT × (1 +
+    /// RETRY_MAX) (30 s), so a retry after an upstream timeout was cut off by the outer timeout
+    /// with a bare 503 instead of the proxy's 504. The defaults nest, and settings that do not
+    /// are refused at start with the setting to change.
+    #[test]
+    fn timeouts_nest_and_settings_that_do_not_are_refused() {
+        let c = Config::from_settings(&Settings::default(), localhost(), 0).unwrap();
+        let r = &c.resilience;
+        assert!(
+            r.request_timeout * (r.max_retries + 1) < c.server.request_timeout,
+            "{:?} × {} attempts against {:?}",
+            r.request_timeout,
+            r.max_retries + 1,
+            c.server.request_timeout
+        );
+        let err = Config::from_settings(&Settings::from_pairs([("UPSTREAM_TIMEOUT", "10s")]), localhost(), 0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("REQUEST_TIMEOUT") && err.contains("UPSTREAM_TIMEOUT"), "{err}");
+        let roomy = Settings::from_pairs([("UPSTREAM_TIMEOUT", "10s"), ("REQUEST_TIMEOUT", "31s")]);
+        Config::from_settings(&roomy, localhost(), 0).expect("30 s of attempts and back-off fit in 31 s");
     }
 }

@@ -373,8 +373,6 @@ fn strip_response(mut res: Response) -> Response {
     res
 }
 
-pub type SharedProxy = Arc<Proxy>;
-
 /// Bodies up to this size are buffered so a request can move to another instance when the
 /// first refuses the connection.
 const SMALL_BODY_BYTES: u64 = 64 * 1024;

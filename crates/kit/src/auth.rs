@@ -321,12 +321,7 @@ impl JwtSettings {
         let access_ttl =
             s.duration_or(&["JWT_EXPIRATION_MINUTES"], Duration::from_secs(60), Duration::from_secs(15 * 60))?;
         if access_ttl < Duration::from_secs(10) {
-            return Err(ConfigError::invalid(
-                "JWT_EXPIRATION_MINUTES",
-                &format!("{access_ttl:?}"),
-                crate::config::Origin::Environment,
-                "tokens must live at least 10 seconds",
-            ));
+            return Err(s.invalid(&["JWT_EXPIRATION_MINUTES"], "tokens must live at least 10 seconds"));
         }
         Ok(JwtSettings {
             algorithm,
@@ -1025,5 +1020,23 @@ mod tests {
             catalog.verify(&sign("user", "ordermesh:catalog")).await.unwrap_err(),
             AuthError::WrongIssuerOrAudience
         );
+    }
+
+    /// Issue 17, defect 2: a bad value was always blamed on the environment and the plain key,
+    /// even when it came from the TOML file or a scoped `--set`.
+    #[test]
+    fn a_bad_value_is_blamed_on_the_key_and_the_source_it_came_from() {
+        let dir = std::env::temp_dir().join(format!("kit-config-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("ordermesh.toml");
+        std::fs::write(&file, "jwt_expiration_minutes = \"5s\"\n").unwrap();
+        let from_file = crate::config::Settings::load(Some(&file), &[]).unwrap();
+        let err = JwtSettings::from_settings(&from_file.scoped("users")).unwrap_err().to_string();
+        assert!(err.contains("JWT_EXPIRATION_MINUTES") && err.contains("config file"), "{err}");
+        let set = [("USERS_JWT_EXPIRATION_MINUTES".to_string(), "5s".to_string())];
+        let from_command_line = crate::config::Settings::load(None, &set).unwrap();
+        let err = JwtSettings::from_settings(&from_command_line.scoped("users")).unwrap_err().to_string();
+        assert!(err.contains("USERS_JWT_EXPIRATION_MINUTES") && err.contains("command line"), "{err}");
+        std::fs::remove_dir_all(dir).ok();
     }
 }

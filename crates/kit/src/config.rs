@@ -19,6 +19,8 @@ pub enum Origin {
     Environment,
     CommandLine,
     Test,
+    /// Not set anywhere: the built-in default.
+    Default,
 }
 
 impl fmt::Display for Origin {
@@ -28,6 +30,7 @@ impl fmt::Display for Origin {
             Origin::Environment => "environment",
             Origin::CommandLine => "command line",
             Origin::Test => "test settings",
+            Origin::Default => "the default",
         })
     }
 }
@@ -152,6 +155,15 @@ pub struct Scoped<'a> {
 }
 
 impl Scoped<'_> {
+    /// An error about the value `keys` resolve to, naming the key it was found under (scoped
+    /// or plain) and where it came from: the file, the environment or the command line.
+    pub fn invalid(&self, keys: &[&str], reason: impl fmt::Display) -> ConfigError {
+        match self.lookup(keys) {
+            Some((key, value, origin)) => ConfigError::invalid(&key, &value, origin, reason),
+            None => ConfigError::invalid(&normalise_key(keys[0]), "(default)", Origin::Default, reason),
+        }
+    }
+
     /// The service this view is scoped to, lower case (`None` for [`Settings::global`]).
     pub fn scope(&self) -> Option<String> {
         self.scope.as_ref().map(|s| s.to_ascii_lowercase())
@@ -218,9 +230,7 @@ impl Scoped<'_> {
     {
         let value = self.parse_or(keys, default)?;
         if let Err(reason) = valid(&value) {
-            let (key, raw, origin) =
-                self.lookup(keys).unwrap_or_else(|| (keys[0].to_string(), "(default)".to_string(), Origin::Test));
-            return Err(ConfigError::invalid(&key, &raw, origin, reason));
+            return Err(self.invalid(keys, reason));
         }
         Ok(value)
     }

@@ -54,12 +54,7 @@ impl DbConfig {
         };
         let schema = s.string(&["DATABASE_SCHEMA"]).unwrap_or_else(|| service.to_string());
         if schema.is_empty() || !schema.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(ConfigError::invalid(
-                "DATABASE_SCHEMA",
-                &schema,
-                crate::config::Origin::Environment,
-                "letters, digits and _ only",
-            ));
+            return Err(s.invalid(&["DATABASE_SCHEMA"], "letters, digits and _ only"));
         }
         Ok(DbConfig {
             url,

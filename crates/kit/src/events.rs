@@ -103,20 +103,10 @@ pub mod nats {
             let token_ok =
                 |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
             if !token_ok(&stream) {
-                return Err(ConfigError::invalid(
-                    "NATS_STREAM",
-                    &stream,
-                    crate::config::Origin::Environment,
-                    "letters, digits, _ and - only",
-                ));
+                return Err(s.invalid(&["NATS_STREAM"], "letters, digits, _ and - only"));
             }
             if !subject_prefix.split('.').all(token_ok) {
-                return Err(ConfigError::invalid(
-                    "NATS_SUBJECT_PREFIX",
-                    &subject_prefix,
-                    crate::config::Origin::Environment,
-                    "dot-separated words of letters, digits, _ and -",
-                ));
+                return Err(s.invalid(&["NATS_SUBJECT_PREFIX"], "dot-separated words of letters, digits, _ and -"));
             }
             Ok(Some(Topology { url, stream, subject_prefix }))
         }

@@ -64,10 +64,6 @@ impl Money {
         self.cents
     }
 
-    pub fn to_decimal(self) -> Decimal {
-        Decimal::new(self.cents, 2)
-    }
-
     /// As a JSON number, for clients (seed 000's RPC) that expect totals as numbers. Only for
     /// display: two decimal places survive the trip through f64 for every amount we allow.
     pub fn to_f64(self) -> f64 {
@@ -170,14 +166,23 @@ impl utoipa::ToSchema for Money {}
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Quantity(u32);
 
+/// Why a number is not a quantity; reads as the rule, for any field name before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum QuantityError {
+    #[error("must be at least 1")]
+    BelowOne,
+    #[error("must be at most {}", Quantity::MAX)]
+    AboveMax,
+}
+
 impl Quantity {
     pub const MAX: u32 = 10_000;
 
-    pub fn new(n: i64) -> Result<Self, String> {
+    pub fn new(n: i64) -> Result<Self, QuantityError> {
         if n < 1 {
-            Err("quantity must be at least 1".into())
+            Err(QuantityError::BelowOne)
         } else if n > Self::MAX as i64 {
-            Err(format!("quantity must be at most {}", Self::MAX))
+            Err(QuantityError::AboveMax)
         } else {
             Ok(Quantity(n as u32))
         }
@@ -191,7 +196,7 @@ impl Quantity {
 impl<'de> Deserialize<'de> for Quantity {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let n = i64::deserialize(deserializer)?;
-        Quantity::new(n).map_err(de::Error::custom)
+        Quantity::new(n).map_err(|e| de::Error::custom(format!("quantity {e}")))
     }
 }
 

@@ -54,16 +54,6 @@ impl ServerConfig {
         })
     }
 
-    pub fn local(port: u16) -> Self {
-        ServerConfig {
-            host: IpAddr::from([127, 0, 0, 1]),
-            port,
-            body_limit: 1024 * 1024,
-            request_timeout: Duration::from_secs(15),
-            shutdown_grace: Duration::from_secs(10),
-        }
-    }
-
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::new(self.host, self.port)
     }

@@ -52,17 +52,12 @@ impl ServiceName {
             ServiceName::Orders => "ORDER_SERVICE_URL",
         }
     }
-
-    fn implemented(self) -> bool {
-        Self::ALL.contains(&self)
-    }
 }
 
 /// A started service: its router, and how to close what it holds open (database pools).
 struct Started {
     router: Router,
     close: BoxFuture<'static, ()>,
-    request_timeout: Duration,
     shutdown_grace: Duration,
 }
 
@@ -76,7 +71,6 @@ async fn start(service: ServiceName, settings: &Settings, host: IpAddr, port: u1
             Ok(Started {
                 router: users::router(state),
                 close: Box::pin(async move { db.close().await }),
-                request_timeout: server.request_timeout,
                 shutdown_grace: server.shutdown_grace,
             })
         }
@@ -88,7 +82,6 @@ async fn start(service: ServiceName, settings: &Settings, host: IpAddr, port: u1
             Ok(Started {
                 router: catalog::router(state),
                 close: Box::pin(async move { db.close().await }),
-                request_timeout: server.request_timeout,
                 shutdown_grace: server.shutdown_grace,
             })
         }
@@ -100,7 +93,6 @@ async fn start(service: ServiceName, settings: &Settings, host: IpAddr, port: u1
             Ok(Started {
                 router: orders::router(state),
                 close: Box::pin(async move { db.close().await }),
-                request_timeout: server.request_timeout,
                 shutdown_grace: server.shutdown_grace,
             })
         }
@@ -114,7 +106,6 @@ async fn start(service: ServiceName, settings: &Settings, host: IpAddr, port: u1
             Ok(Started {
                 router: gateway::router(state),
                 close: Box::pin(async {}),
-                request_timeout: server.request_timeout,
                 shutdown_grace: server.shutdown_grace,
             })
         }
@@ -195,20 +186,12 @@ pub async fn up(mut settings: Settings) -> anyhow::Result<()> {
         let stop = CancellationToken::new();
         let task = tokio::spawn(kit::server::serve(listener, started.router, stop.clone(), started.shutdown_grace));
         running.push((service, stop, task));
-        let _ = started.request_timeout;
     }
-    let front = ServiceName::ALL
-        .iter()
-        .find(|s| **s == ServiceName::Gateway)
-        .or_else(|| ServiceName::ALL.first())
-        .copied()
-        .unwrap_or(ServiceName::Users);
-    let front_url = settings.global().string(&[front.url_key()]).unwrap_or_default();
+    let front_url = settings.global().string(&[ServiceName::Gateway.url_key()]).unwrap_or_default();
     tracing::info!(
         ready_ms = started_at.elapsed().as_millis() as u64,
         url = %front_url,
-        "ordermesh is up: {} on {front_url}",
-        front.as_str()
+        "ordermesh is up: gateway on {front_url}"
     );
     kit::server::shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests");
@@ -260,9 +243,6 @@ fn services_believe_the_local_gateway(settings: &mut Settings) {
 
 /// One service in this process.
 pub async fn serve(service: ServiceName, settings: Settings) -> anyhow::Result<()> {
-    if !service.implemented() {
-        anyhow::bail!("the {} service is not part of this build yet", service.as_str());
-    }
     let host: IpAddr = settings.scoped(service.as_str()).parse_or(&["HOST"], IpAddr::V4(Ipv4Addr::UNSPECIFIED))?;
     let port: u16 = settings.scoped(service.as_str()).parse_or(&["PORT"], service.default_port())?;
     let listener = bind(host, port, service).await?;

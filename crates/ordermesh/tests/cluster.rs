@@ -3,71 +3,15 @@
 //! asked for (`--include-ignored`), with ORDERMESH_TEST_POSTGRES, ORDERMESH_TEST_REDIS and
 //! ORDERMESH_TEST_NATS set (.ci/run does both).
 
+mod support;
+
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-
-struct Cluster {
-    child: Child,
-    state: Value,
-    state_file: std::path::PathBuf,
-    schema_prefix: String,
-    stream: String,
-    postgres: String,
-    nats: String,
-}
-
-impl Cluster {
-    fn gateways(&self) -> Vec<String> {
-        self.state["gateways"].as_array().unwrap().iter().map(|g| g.as_str().unwrap().to_string()).collect()
-    }
-
-    fn instances(&self, service: &str) -> Vec<&Value> {
-        self.state["instances"].as_array().unwrap().iter().filter(|i| i["service"] == service).collect()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for service in ["users", "catalog", "orders"] {
-            let _ = Command::new("psql")
-                .args([
-                    &self.postgres,
-                    "-qc",
-                    &format!("DROP SCHEMA IF EXISTS \"{}{service}\" CASCADE", self.schema_prefix),
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-        let (nats, stream) = (self.nats.clone(), self.stream.clone());
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Runtime::new().unwrap().block_on(async move {
-                if let Ok(client) = async_nats::connect(nats).await {
-                    let _ = async_nats::jetstream::new(client).delete_stream(stream).await;
-                }
-            })
-        })
-        .join();
-    }
-}
+use support::{Cluster, ClusterOptions, login};
 
 /// PostgreSQL decides: without it there is no cluster to run. With it, CI must also give Redis
 /// and NATS, or the test fails rather than pass without them.
@@ -76,58 +20,20 @@ fn backing_services() -> (String, String, String) {
     (required_env("ORDERMESH_TEST_POSTGRES"), required_env("ORDERMESH_TEST_REDIS"), required_env("ORDERMESH_TEST_NATS"))
 }
 
+/// The cluster on the machine's servers, in schemas, Redis keys and a NATS stream of its own.
 fn start_cluster(pg: &str, redis: &str, nats: &str) -> Cluster {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let data = std::env::temp_dir().join(format!("ordermesh-cluster-{id}"));
-    let state_file = data.join("state.json");
-    std::fs::create_dir_all(&data).unwrap();
-    let schema_prefix = format!("c{}_", &id[..10]);
-    let stream = format!("CLUSTER{}", &id[..10].to_uppercase());
-    let child = Command::new(env!("CARGO_BIN_EXE_ordermesh"))
-        .args(["cluster", "--base-port", "0", "--schema-prefix", &schema_prefix, "--state-file"])
-        .arg(&state_file)
-        .env("DATA_DIR", &data)
-        .env("DATABASE_URL", pg)
-        .env("REDIS_URL", redis)
-        .env("REDIS_KEY_PREFIX", format!("cluster-{id}"))
-        .env("NATS_URL", nats)
-        .env("NATS_STREAM", &stream)
-        .env("NATS_SUBJECT_PREFIX", format!("cluster{}", &id[..10]))
-        .env("RATE_LIMIT", "1000000")
-        .env("RATE_LIMIT_BURST", "100000")
-        .env("USER_RATE_LIMIT", "1000000")
-        .env("USER_RATE_LIMIT_BURST", "100000")
-        // Sign-in attempts: a small burst, shared by both gateways through Redis.
-        .env("AUTH_RATE_LIMIT", "1")
-        .env("AUTH_RATE_LIMIT_BURST", "12")
-        .env("HEALTH_CHECK_INTERVAL", "1s")
-        // Stock held by an orders process that died before writing its order comes back soon.
-        .env("RESERVATION_TTL", "3s")
-        .env("RESERVATION_SWEEP_INTERVAL", "1s")
-        .env("LOG_LEVEL", "info")
-        .env("LOG_FORMAT", "json")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start ordermesh cluster");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !state_file.exists() {
-        assert!(Instant::now() < deadline, "the cluster did not come up");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let state: Value = serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
-    Cluster { child, state, state_file, schema_prefix, stream, postgres: pg.to_string(), nats: nats.to_string() }
-}
-
-async fn login(http: &reqwest::Client, gateway: &str, username: &str, password: &str) -> String {
-    let res = http
-        .post(format!("{gateway}/api/users/login"))
-        .json(&json!({"username": username, "password": password}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200, "login {username}");
-    res.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_string()
+    Cluster::start(ClusterOptions {
+        postgres: pg,
+        redis: Some(redis),
+        nats: Some(nats),
+        isolate: true,
+        restart: true,
+        extra: vec![
+            // Sign-in attempts: a small burst, shared by both gateways through Redis.
+            ("AUTH_RATE_LIMIT", "1".into()),
+            ("AUTH_RATE_LIMIT_BURST", "12".into()),
+        ],
+    })
 }
 
 #[tokio::test]
@@ -350,7 +256,7 @@ async fn the_multi_instance_topology_on_postgres_redis_and_nats() {
         assert!(Instant::now() < deadline, "the killed orders instance was not restarted: {health}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let state: Value = serde_json::from_str(&std::fs::read_to_string(&cluster.state_file).unwrap()).unwrap();
+    let state = cluster.state();
     let restarted: Vec<&Value> =
         state["instances"].as_array().unwrap().iter().filter(|i| i["restarts"].as_u64() > Some(0)).collect();
     assert_eq!(restarted.len(), 1, "only the killed instance restarts: {state}");

@@ -58,6 +58,19 @@ impl OrderStatus {
     }
 }
 
+/// A stored status this build does not know.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown order status {0:?} in the database")]
+pub struct UnknownStatus(String);
+
+impl TryFrom<String> for OrderStatus {
+    type Error = UnknownStatus;
+
+    fn try_from(s: String) -> std::result::Result<Self, UnknownStatus> {
+        OrderStatus::parse(&s).ok_or(UnknownStatus(s))
+    }
+}
+
 impl std::fmt::Display for OrderStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

@@ -112,9 +112,8 @@ impl Line {
                 ));
             }
         };
-        let quantity = Quantity::new(item.quantity.unwrap_or(1)).map_err(|e| {
-            OrdersError::invalid(format!("{field}.quantity"), e.trim_start_matches("quantity ").to_string())
-        })?;
+        let quantity = Quantity::new(item.quantity.unwrap_or(1))
+            .map_err(|e| OrdersError::invalid(format!("{field}.quantity"), e.to_string()))?;
         Ok(Line { product, quantity, expected_price: item.price })
     }
 
@@ -261,7 +260,7 @@ impl Order {
             user_id: order.user_id.clone(),
             username: order.username.clone(),
             customer_name: order.customer_name.clone(),
-            status: order.status(),
+            status: order.status,
             item_count: items.len(),
             items,
             total: Money::from_cents(order.total_cents).unwrap_or_default(),
@@ -271,7 +270,7 @@ impl Order {
             status_history: history
                 .iter()
                 .map(|h| StatusChange {
-                    status: OrderStatus::parse(&h.status).unwrap_or(OrderStatus::Pending),
+                    status: h.status,
                     changed_by: h.changed_by.clone(),
                     changed_at: rfc3339(h.changed_at),
                     note: h.note.clone(),
@@ -402,7 +401,7 @@ impl Orders {
             user_id: user_id.to_string(),
             username: caller.username.clone(),
             customer_name,
-            status: OrderStatus::Pending.as_str().to_string(),
+            status: OrderStatus::Pending,
             total_cents: reply.total.cents(),
             currency: reply.currency.clone(),
             reservation_id: reservation_id.clone(),
@@ -426,7 +425,7 @@ impl Orders {
             .collect();
         let history = [HistoryRow {
             seq: 1,
-            status: order_row.status.clone(),
+            status: order_row.status,
             changed_by: caller.subject.clone(),
             changed_at: now,
             note: None,
@@ -660,7 +659,7 @@ impl Orders {
         }
         for _ in 0..3 {
             let (order, items, history) = self.load_visible(caller, id).await?;
-            let from = order.status();
+            let from = order.status;
             if from == to {
                 return Ok(Order::from_rows(&order, &items, &history));
             }
@@ -669,7 +668,7 @@ impl Orders {
             }
             let now = now_ms();
             let mut next = order.clone();
-            next.status = to.as_str().to_string();
+            next.status = to;
             next.version += 1;
             next.updated_at = now;
             let view = Order::from_rows(&next, &items, &history);

@@ -15,19 +15,16 @@ pub struct OrderRow {
     pub user_id: String,
     pub username: Option<String>,
     pub customer_name: Option<String>,
-    pub status: String,
+    /// A status this build does not know (a corrupt row, or one written by a newer version)
+    /// fails the read rather than passing for some other status.
+    #[sqlx(try_from = "String")]
+    pub status: OrderStatus,
     pub total_cents: i64,
     pub currency: String,
     pub reservation_id: String,
     pub version: i64,
     pub created_at: i64,
     pub updated_at: i64,
-}
-
-impl OrderRow {
-    pub fn status(&self) -> OrderStatus {
-        OrderStatus::parse(&self.status).unwrap_or(OrderStatus::Pending)
-    }
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -44,7 +41,8 @@ pub struct ItemRow {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct HistoryRow {
     pub seq: i64,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: OrderStatus,
     pub changed_by: String,
     pub changed_at: i64,
     pub note: Option<String>,
@@ -186,7 +184,7 @@ impl Store {
         .bind(&o.user_id)
         .bind(o.username.as_deref())
         .bind(o.customer_name.as_deref())
-        .bind(&o.status)
+        .bind(o.status.as_str())
         .bind(o.total_cents)
         .bind(&o.currency)
         .bind(&o.reservation_id)
@@ -210,7 +208,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        insert_history(&mut tx, &o.id, 1, &o.status, new.changed_by, o.created_at, None).await?;
+        insert_history(&mut tx, &o.id, 1, o.status.as_str(), new.changed_by, o.created_at, None).await?;
         insert_outbox(&mut tx, new.event).await?;
         tx.commit().await?;
         Ok(Inserted::Yes)
@@ -370,32 +368,6 @@ impl Store {
             .try_get("n")?)
     }
 
-    /// Events of these orders and whether each was published, for reconciliation.
-    pub async fn events_of(&self, order_ids: &[String]) -> Result<Vec<(String, String, String, bool)>> {
-        let mut out = Vec::new();
-        for chunk in order_ids.chunks(200) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql = format!(
-                "SELECT id, order_id, event_type, CASE WHEN published_at IS NULL THEN 0 ELSE 1 END AS published
-                 FROM outbox WHERE order_id IN ({}) ORDER BY occurred_at, id",
-                placeholders.join(", ")
-            );
-            let mut q = sqlx::query(&sql);
-            for id in chunk {
-                q = q.bind(id);
-            }
-            for r in q.fetch_all(self.db.read()).await? {
-                out.push((
-                    r.try_get("id")?,
-                    r.try_get("order_id")?,
-                    r.try_get("event_type")?,
-                    r.try_get::<i64, _>("published")? == 1,
-                ));
-            }
-        }
-        Ok(out)
-    }
-
     /// Drops what no longer matters: idempotency answers older than their lifetime and
     /// published events older than `keep_events_ms`.
     pub async fn purge(&self, idempotency_ttl_ms: i64, keep_events_ms: i64) -> Result<u64> {
@@ -468,4 +440,34 @@ async fn insert_outbox(conn: &mut AnyConnection, e: &OutboxEvent) -> Result<()> 
     .execute(conn)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use kit::testing::TestData;
+
+    use super::*;
+
+    /// Issue 17, defect 1: a row whose status this build does not know was read as `pending`,
+    /// so a corrupt row, or one a newer version wrote, became cancellable. Reading it is an
+    /// error now, as in the catalog.
+    #[tokio::test]
+    async fn a_stored_status_this_build_does_not_know_is_an_error_not_pending() {
+        let (data, settings) = TestData::new("orders");
+        let config = kit::db::DbConfig::from_settings(&settings.global(), "orders", &data.dir).unwrap();
+        let db = Db::connect(&config).await.unwrap();
+        db.migrate(&MIGRATOR).await.unwrap();
+        let id = uuid::Uuid::new_v4().to_string();
+        sqlx::query(&format!(
+            "INSERT INTO orders ({ORDER_COLUMNS}) VALUES ($1, 'u1', NULL, NULL, 'refunded', 100, 'USD', 'r1', 1, 0, 0)"
+        ))
+        .bind(&id)
+        .execute(db.write())
+        .await
+        .unwrap();
+        let store = Store::new(db);
+        let read = store.get(&id).await;
+        assert!(read.is_err(), "an unknown status was read as {:?}", read.map(|r| r.map(|(o, ..)| o.status)));
+        data.cleanup().await;
+    }
 }

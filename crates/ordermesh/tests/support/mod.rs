@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+#[allow(unused_imports)] // the fault suite starts NATS, the cluster test uses the machine's
 pub use kit::testing::{NatsServer, free_port};
 
 /// The binary the tests start: `ORDERMESH_BIN` when set (a release build, say), else this
