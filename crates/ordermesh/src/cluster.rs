@@ -14,6 +14,8 @@ use kit::config::Settings;
 use serde::Serialize;
 use tokio::process::{Child, Command};
 
+use crate::services::{SERVICES, ServiceName};
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClusterArgs {
     /// Gateway instances.
@@ -25,7 +27,7 @@ pub struct ClusterArgs {
     /// Catalog service instances.
     #[arg(long, default_value_t = 2)]
     pub catalogs: usize,
-    /// The first port: gateways from it, then users, orders and catalog instances after them.
+    /// The first port: gateways from it, then users, catalog and orders instances after them.
     /// 0 picks free ports.
     #[arg(long, default_value_t = 9080)]
     pub base_port: u16,
@@ -40,6 +42,19 @@ pub struct ClusterArgs {
     /// Leave an instance that exits down instead of restarting it.
     #[arg(long)]
     pub no_restart: bool,
+}
+
+impl ClusterArgs {
+    /// How many instances of `service` to run.
+    fn instances(&self, service: ServiceName) -> usize {
+        match service {
+            ServiceName::Gateway => self.gateways,
+            ServiceName::Orders => self.orders,
+            ServiceName::Catalog => self.catalogs,
+            // One instance: the login throttle counts per process.
+            ServiceName::Users => 1,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -153,11 +168,10 @@ pub async fn run(args: ClusterArgs, settings: Settings) -> anyhow::Result<()> {
         next = next.checked_add(1).context("ran out of ports")?;
         Ok(p)
     };
-    for (service, count) in
-        [("gateway", args.gateways), ("users", 1), ("orders", args.orders), ("catalog", args.catalogs)]
-    {
-        for i in 1..=count {
-            plan.push(Planned { name: format!("{service}-{i}"), service, port: port()? });
+    // The gateways take the first ports, the one people open; the others follow in start order.
+    for service in SERVICES.iter().filter(|s| s.edge).chain(SERVICES.iter().filter(|s| !s.edge)) {
+        for i in 1..=args.instances(service.name) {
+            plan.push(Planned { name: format!("{}-{i}", service.as_str), service: service.as_str, port: port()? });
         }
     }
     // Credentials every instance of the run shares: the services' client secret and the
@@ -165,28 +179,29 @@ pub async fn run(args: ClusterArgs, settings: Settings) -> anyhow::Result<()> {
     let secret = random_hex(24);
     let session_key = random_hex(64);
     let mut common: Vec<(String, String)> = vec![
-        ("USER_SERVICE_URL".into(), urls(&plan, "users")),
-        ("CATALOG_SERVICE_URL".into(), urls(&plan, "catalog")),
-        ("ORDER_SERVICE_URL".into(), urls(&plan, "orders")),
         ("SERVICE_CLIENTS".into(), users::config::clients_sharing(&secret, users::config::TOKEN_CLIENTS)),
         ("CLIENT_SECRET".into(), secret),
         ("SESSION_KEY".into(), session_key),
-        ("USERS_DATABASE_SCHEMA".into(), format!("{}users", args.schema_prefix)),
-        ("CATALOG_DATABASE_SCHEMA".into(), format!("{}catalog", args.schema_prefix)),
-        ("ORDERS_DATABASE_SCHEMA".into(), format!("{}orders", args.schema_prefix)),
     ];
-    // The gateways reach the services over loopback: the services believe the client address
-    // they forward, and whoever the operator named (the gateways only the latter).
-    for service in ["users", "catalog", "orders"] {
-        let key = format!("{}_TRUSTED_PROXIES", service.to_uppercase());
-        let named = std::env::var(&key).or_else(|_| std::env::var("TRUSTED_PROXIES")).ok();
-        common.push((key, kit::client_ip::with_loopback(named.as_deref())));
+    for service in SERVICES {
+        let name = service.as_str.to_uppercase();
+        if !service.edge {
+            common.push((service.url_key.into(), urls(&plan, service.as_str)));
+            // The gateways reach the services over loopback: the services believe the client
+            // address they forward, and whoever the operator named (the gateways only the latter).
+            let key = format!("{name}_TRUSTED_PROXIES");
+            let named = std::env::var(&key).or_else(|_| std::env::var("TRUSTED_PROXIES")).ok();
+            common.push((key, kit::client_ip::with_loopback(named.as_deref())));
+        }
+        if service.migrator.is_some() {
+            common.push((format!("{name}_DATABASE_SCHEMA"), format!("{}{}", args.schema_prefix, service.as_str)));
+        }
     }
     let exe = std::env::current_exe().context("cannot find the ordermesh executable")?;
     let launcher = Launcher { exe, common, data };
     let mut members: Vec<Member> = Vec::new();
     // Dependencies first; instances of one service start together (migrations take a lock).
-    for service in ["users", "catalog", "orders", "gateway"] {
+    for service in SERVICES.iter().map(|s| s.as_str) {
         let mut started = Vec::new();
         for p in plan.iter().filter(|p| p.service == service) {
             let (child, log) = launcher.spawn(p)?;

@@ -3,12 +3,13 @@
 
 mod cluster;
 mod platform;
+mod services;
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use platform::ServiceName;
+use services::ServiceName;
 
 const ABOUT: &str = "ordermesh: a microservices order platform (gateway, users, catalog, orders) in one binary.";
 

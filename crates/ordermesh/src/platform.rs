@@ -1,137 +1,19 @@
 //! Which services run where: `up` (all in one process), `serve` (one), `migrate`, `openapi`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use axum::Router;
-use futures::future::BoxFuture;
 use kit::config::{Origin, Settings};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use users::config::TOKEN_CLIENTS;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ServiceName {
-    Gateway,
-    Users,
-    Catalog,
-    Orders,
-}
-
-impl ServiceName {
-    /// Start order for `up`: a service's dependencies come before it.
-    const ALL: &'static [ServiceName] =
-        &[ServiceName::Users, ServiceName::Catalog, ServiceName::Orders, ServiceName::Gateway];
-
-    pub fn default_port(self) -> u16 {
-        match self {
-            ServiceName::Gateway => gateway::config::DEFAULT_PORT,
-            ServiceName::Users => users::config::DEFAULT_PORT,
-            ServiceName::Orders => orders::config::DEFAULT_PORT,
-            ServiceName::Catalog => catalog::config::DEFAULT_PORT,
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            ServiceName::Gateway => "gateway",
-            ServiceName::Users => "users",
-            ServiceName::Catalog => "catalog",
-            ServiceName::Orders => "orders",
-        }
-    }
-
-    /// The setting other services read this service's address from (the seeds' names).
-    fn url_key(self) -> &'static str {
-        match self {
-            ServiceName::Gateway => "GATEWAY_URL",
-            ServiceName::Users => "USER_SERVICE_URL",
-            ServiceName::Catalog => "CATALOG_SERVICE_URL",
-            ServiceName::Orders => "ORDER_SERVICE_URL",
-        }
-    }
-}
-
-/// A started service: its router, and how to close what it holds open (database pools).
-struct Started {
-    router: Router,
-    close: BoxFuture<'static, ()>,
-    shutdown_grace: Duration,
-}
-
-async fn start(service: ServiceName, settings: &Settings, host: IpAddr, port: u16) -> anyhow::Result<Started> {
-    match service {
-        ServiceName::Users => {
-            let config = users::Config::from_settings(settings, host, port)?;
-            let server = config.server.clone();
-            let state = users::AppState::start(config).await.context("the users service could not start")?;
-            let db = state.users.store().db().clone();
-            Ok(Started {
-                router: users::router(state),
-                close: Box::pin(async move { db.close().await }),
-                shutdown_grace: server.shutdown_grace,
-            })
-        }
-        ServiceName::Catalog => {
-            let config = catalog::Config::from_settings(settings, host, port)?;
-            let server = config.server.clone();
-            let state = catalog::AppState::start(config).await.context("the catalog service could not start")?;
-            let db = state.catalog.store().db().clone();
-            Ok(Started {
-                router: catalog::router(state),
-                close: Box::pin(async move { db.close().await }),
-                shutdown_grace: server.shutdown_grace,
-            })
-        }
-        ServiceName::Orders => {
-            let config = orders::Config::from_settings(settings, host, port)?;
-            let server = config.server.clone();
-            let state = orders::AppState::start(config).await.context("the orders service could not start")?;
-            let db = state.orders.store().db().clone();
-            Ok(Started {
-                router: orders::router(state),
-                close: Box::pin(async move { db.close().await }),
-                shutdown_grace: server.shutdown_grace,
-            })
-        }
-        ServiceName::Gateway => {
-            let config = gateway::Config::from_settings(settings, host, port)?;
-            let server = config.server.clone();
-            let mut state = gateway::AppState::start(config)
-                .await
-                .map_err(|e| anyhow::anyhow!("the gateway could not start: {e}"))?;
-            state.openapi = Arc::new(public_api());
-            Ok(Started {
-                router: gateway::router(state),
-                close: Box::pin(async {}),
-                shutdown_grace: server.shutdown_grace,
-            })
-        }
-    }
-}
+use crate::services::{SERVICES, ServiceName};
 
 pub fn openapi(service: ServiceName) -> String {
-    use utoipa::OpenApi;
-    let doc = match service {
-        ServiceName::Users => users::ApiDoc::openapi(),
-        ServiceName::Catalog => catalog::ApiDoc::openapi(),
-        ServiceName::Orders => orders::ApiDoc::openapi(),
-        ServiceName::Gateway => public_api(),
-    };
+    let doc = (service.spec().openapi)();
     serde_json::to_string_pretty(&kit::docs::to_json(&doc)).unwrap_or_default()
-}
-
-/// The gateway's public API document, from each service's own.
-fn public_api() -> utoipa::openapi::OpenApi {
-    use gateway::rules::Service;
-    use utoipa::OpenApi;
-    gateway::openapi::public_api(&[
-        (Service::Users, users::ApiDoc::openapi()),
-        (Service::Catalog, catalog::ApiDoc::openapi()),
-        (Service::Orders, orders::ApiDoc::openapi()),
-    ])
 }
 
 fn port_for(settings: &Settings, key: &str, default: u16) -> anyhow::Result<u16> {
@@ -167,27 +49,26 @@ pub async fn up(mut settings: Settings) -> anyhow::Result<()> {
     // Bind everything first: with port 0 (tests) the real ports are known only after binding,
     // and each service must be told where the others are before it starts.
     let mut listeners = Vec::new();
-    for &service in ServiceName::ALL {
-        let port = match service {
-            ServiceName::Gateway => port_for(&settings, "PORT", service.default_port())?,
-            _ => port_for(&settings, &format!("{}_PORT", service.as_str().to_uppercase()), service.default_port())?,
-        };
-        let listener = bind(host, port, service).await?;
+    for service in SERVICES {
+        let port_key =
+            if service.edge { "PORT".to_string() } else { format!("{}_PORT", service.as_str.to_uppercase()) };
+        let port = port_for(&settings, &port_key, service.default_port)?;
+        let listener = bind(host, port, service.name).await?;
         // In `up` the services find each other here, whatever *_SERVICE_URL says.
-        settings.insert(service.url_key(), reachable_url(host, &listener)?, Origin::CommandLine);
+        settings.insert(service.url_key, reachable_url(host, &listener)?, Origin::CommandLine);
         listeners.push((service, listener));
     }
     let mut running = Vec::new();
     let mut closers = Vec::new();
     for (service, listener) in listeners {
         let port = listener.local_addr()?.port();
-        let started = start(service, &settings, host, port).await?;
+        let started = (service.start)(&settings, host, port).await?;
         closers.push(started.close);
         let stop = CancellationToken::new();
         let task = tokio::spawn(kit::server::serve(listener, started.router, stop.clone(), started.shutdown_grace));
-        running.push((service, stop, task));
+        running.push((service.name, stop, task));
     }
-    let front_url = settings.global().string(&[ServiceName::Gateway.url_key()]).unwrap_or_default();
+    let front_url = settings.global().string(&[ServiceName::Gateway.spec().url_key]).unwrap_or_default();
     tracing::info!(
         ready_ms = started_at.elapsed().as_millis() as u64,
         url = %front_url,
@@ -234,9 +115,9 @@ fn share_a_fresh_service_secret(settings: &mut Settings) {
 /// it forwards (`X-Forwarded-For`) from loopback, and from whoever the operator named; the
 /// gateway itself believes only the operator's `TRUSTED_PROXIES`.
 fn services_believe_the_local_gateway(settings: &mut Settings) {
-    for &service in ServiceName::ALL.iter().filter(|s| **s != ServiceName::Gateway) {
-        let named = settings.scoped(service.as_str()).string(&["TRUSTED_PROXIES"]);
-        let key = format!("{}_TRUSTED_PROXIES", service.as_str().to_uppercase());
+    for service in SERVICES.iter().filter(|s| !s.edge) {
+        let named = settings.scoped(service.as_str).string(&["TRUSTED_PROXIES"]);
+        let key = format!("{}_TRUSTED_PROXIES", service.as_str.to_uppercase());
         settings.insert(&key, kit::client_ip::with_loopback(named.as_deref()), Origin::CommandLine);
     }
 }
@@ -244,9 +125,9 @@ fn services_believe_the_local_gateway(settings: &mut Settings) {
 /// One service in this process.
 pub async fn serve(service: ServiceName, settings: Settings) -> anyhow::Result<()> {
     let host: IpAddr = settings.scoped(service.as_str()).parse_or(&["HOST"], IpAddr::V4(Ipv4Addr::UNSPECIFIED))?;
-    let port: u16 = settings.scoped(service.as_str()).parse_or(&["PORT"], service.default_port())?;
+    let port: u16 = settings.scoped(service.as_str()).parse_or(&["PORT"], service.spec().default_port)?;
     let listener = bind(host, port, service).await?;
-    let started = start(service, &settings, host, listener.local_addr()?.port()).await?;
+    let started = (service.spec().start)(&settings, host, listener.local_addr()?.port()).await?;
     tracing::info!(service = service.as_str(), addr = %listener.local_addr()?, "serving");
     let stop = CancellationToken::new();
     let server = tokio::spawn(kit::server::serve(listener, started.router, stop.clone(), started.shutdown_grace));
@@ -262,29 +143,24 @@ pub async fn serve(service: ServiceName, settings: Settings) -> anyhow::Result<(
 /// Applies migrations and exits; safe to run while instances start (PostgreSQL migrations take
 /// an advisory lock).
 pub async fn migrate(service: Option<ServiceName>, settings: Settings) -> anyhow::Result<()> {
-    let services: Vec<ServiceName> = match service {
-        Some(s) => vec![s],
-        None => ServiceName::ALL.to_vec(),
+    let services: Vec<&'static crate::services::Service> = match service {
+        Some(s) => vec![s.spec()],
+        None => SERVICES.iter().collect(),
     };
     for service in services {
         // Only the database settings matter here: a migration job needs no signing key or
         // service secret.
-        let migrator = match service {
-            ServiceName::Users => &users::store::MIGRATOR,
-            ServiceName::Catalog => &catalog::store::MIGRATOR,
-            ServiceName::Orders => &orders::store::MIGRATOR,
-            ServiceName::Gateway => {
-                tracing::info!("the gateway has no database");
-                continue;
-            }
+        let Some(migrator) = service.migrator else {
+            tracing::info!("the {} has no database", service.as_str);
+            continue;
         };
-        let scoped = settings.scoped(service.as_str());
+        let scoped = settings.scoped(service.as_str);
         let data_dir: std::path::PathBuf = scoped.parse_or(&["DATA_DIR"], std::path::PathBuf::from("data"))?;
-        let db_config = kit::db::DbConfig::from_settings(&scoped, service.as_str(), &data_dir)?;
+        let db_config = kit::db::DbConfig::from_settings(&scoped, service.as_str, &data_dir)?;
         let db = kit::db::Db::connect(&db_config).await?;
         db.migrate(migrator).await?;
         db.close().await;
-        tracing::info!(service = service.as_str(), "migrations applied");
+        tracing::info!(service = service.as_str, "migrations applied");
     }
     Ok(())
 }
@@ -307,8 +183,8 @@ pub fn healthcheck(url: &str) -> std::process::ExitCode {
 /// `ordermesh keys rotate`, with the users service's own configuration, so it finds the same
 /// key file the service reads.
 pub fn rotate_signing_key(settings: &Settings) -> anyhow::Result<()> {
-    let users = ServiceName::Users;
-    let config = users::Config::from_settings(settings, IpAddr::V4(Ipv4Addr::LOCALHOST), users.default_port())?;
+    let port = ServiceName::Users.spec().default_port;
+    let config = users::Config::from_settings(settings, IpAddr::V4(Ipv4Addr::LOCALHOST), port)?;
     let life = config.longest_token_life();
     let (path, rotation) = users::keys::rotate(&config.jwt, &config.keys, life).map_err(anyhow::Error::msg)?;
     println!("rotated the token signing keys in {}", path.display());

@@ -1,0 +1,170 @@
+//! The one description of each service this binary runs. `up`, `serve`, `migrate`, `openapi`
+//! and `cluster` read everything they need about a service from here: adding a service means
+//! a variant of [`ServiceName`] and an entry in [`SERVICES`] (plus its routes at the gateway
+//! and its deployment files, if it has them).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use futures::future::BoxFuture;
+use kit::config::Settings;
+use sqlx::migrate::Migrator;
+use utoipa::OpenApi;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServiceName {
+    Gateway,
+    Users,
+    Catalog,
+    Orders,
+}
+
+/// What the binary knows about one service.
+pub struct Service {
+    pub name: ServiceName,
+    pub as_str: &'static str,
+    /// Its port in `serve`, and in `up` unless `PORT` (gateway) or `<NAME>_PORT` says otherwise.
+    pub default_port: u16,
+    /// The setting other services read its address from (the seeds' names).
+    pub url_key: &'static str,
+    /// The database it keeps, if any: what `migrate` applies and `cluster` gives a schema.
+    pub migrator: Option<&'static Migrator>,
+    /// Whether clients reach it directly (the gateway); the others sit behind it and believe
+    /// the client address it forwards.
+    pub edge: bool,
+    pub start: for<'a> fn(&'a Settings, IpAddr, u16) -> BoxFuture<'a, anyhow::Result<Started>>,
+    pub openapi: fn() -> utoipa::openapi::OpenApi,
+}
+
+/// Every service, in start order: a service's dependencies come before it.
+pub static SERVICES: &[Service] = &[
+    Service {
+        name: ServiceName::Users,
+        as_str: "users",
+        default_port: users::config::DEFAULT_PORT,
+        url_key: "USER_SERVICE_URL",
+        migrator: Some(&users::store::MIGRATOR),
+        edge: false,
+        start: start_users,
+        openapi: users::ApiDoc::openapi,
+    },
+    Service {
+        name: ServiceName::Catalog,
+        as_str: "catalog",
+        default_port: catalog::config::DEFAULT_PORT,
+        url_key: "CATALOG_SERVICE_URL",
+        migrator: Some(&catalog::store::MIGRATOR),
+        edge: false,
+        start: start_catalog,
+        openapi: catalog::ApiDoc::openapi,
+    },
+    Service {
+        name: ServiceName::Orders,
+        as_str: "orders",
+        default_port: orders::config::DEFAULT_PORT,
+        url_key: "ORDER_SERVICE_URL",
+        migrator: Some(&orders::store::MIGRATOR),
+        edge: false,
+        start: start_orders,
+        openapi: orders::ApiDoc::openapi,
+    },
+    Service {
+        name: ServiceName::Gateway,
+        as_str: "gateway",
+        default_port: gateway::config::DEFAULT_PORT,
+        url_key: "GATEWAY_URL",
+        migrator: None,
+        edge: true,
+        start: start_gateway,
+        openapi: public_api,
+    },
+];
+
+impl ServiceName {
+    pub fn spec(self) -> &'static Service {
+        SERVICES.iter().find(|s| s.name == self).expect("every service has an entry in SERVICES")
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.spec().as_str
+    }
+}
+
+/// A started service: its router, and how to close what it holds open (database pools).
+pub struct Started {
+    pub router: Router,
+    pub close: BoxFuture<'static, ()>,
+    pub shutdown_grace: Duration,
+}
+
+fn start_users(settings: &Settings, host: IpAddr, port: u16) -> BoxFuture<'_, anyhow::Result<Started>> {
+    Box::pin(async move {
+        let config = users::Config::from_settings(settings, host, port)?;
+        let shutdown_grace = config.server.shutdown_grace;
+        let state = users::AppState::start(config).await.context("the users service could not start")?;
+        let db = state.users.store().db().clone();
+        Ok(Started { router: users::router(state), close: Box::pin(async move { db.close().await }), shutdown_grace })
+    })
+}
+
+fn start_catalog(settings: &Settings, host: IpAddr, port: u16) -> BoxFuture<'_, anyhow::Result<Started>> {
+    Box::pin(async move {
+        let config = catalog::Config::from_settings(settings, host, port)?;
+        let shutdown_grace = config.server.shutdown_grace;
+        let state = catalog::AppState::start(config).await.context("the catalog service could not start")?;
+        let db = state.catalog.store().db().clone();
+        Ok(Started { router: catalog::router(state), close: Box::pin(async move { db.close().await }), shutdown_grace })
+    })
+}
+
+fn start_orders(settings: &Settings, host: IpAddr, port: u16) -> BoxFuture<'_, anyhow::Result<Started>> {
+    Box::pin(async move {
+        let config = orders::Config::from_settings(settings, host, port)?;
+        let shutdown_grace = config.server.shutdown_grace;
+        let state = orders::AppState::start(config).await.context("the orders service could not start")?;
+        let db = state.orders.store().db().clone();
+        Ok(Started { router: orders::router(state), close: Box::pin(async move { db.close().await }), shutdown_grace })
+    })
+}
+
+fn start_gateway(settings: &Settings, host: IpAddr, port: u16) -> BoxFuture<'_, anyhow::Result<Started>> {
+    Box::pin(async move {
+        let config = gateway::Config::from_settings(settings, host, port)?;
+        let shutdown_grace = config.server.shutdown_grace;
+        let mut state =
+            gateway::AppState::start(config).await.map_err(|e| anyhow::anyhow!("the gateway could not start: {e}"))?;
+        state.openapi = Arc::new(public_api());
+        Ok(Started { router: gateway::router(state), close: Box::pin(async {}), shutdown_grace })
+    })
+}
+
+/// The gateway's public API document, from each service's own.
+fn public_api() -> utoipa::openapi::OpenApi {
+    use gateway::rules::Service;
+    gateway::openapi::public_api(&[
+        (Service::Users, users::ApiDoc::openapi()),
+        (Service::Catalog, catalog::ApiDoc::openapi()),
+        (Service::Orders, orders::ApiDoc::openapi()),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_service_has_one_entry_and_its_dependencies_start_first() {
+        use clap::ValueEnum;
+        for name in ServiceName::value_variants() {
+            assert_eq!(SERVICES.iter().filter(|s| s.name == *name).count(), 1, "{name:?}");
+            assert_eq!(name.to_possible_value().unwrap().get_name(), name.as_str());
+        }
+        let position = |n: ServiceName| SERVICES.iter().position(|s| s.name == n).unwrap();
+        assert!(position(ServiceName::Users) < position(ServiceName::Orders));
+        assert!(position(ServiceName::Catalog) < position(ServiceName::Orders));
+        assert_eq!(SERVICES.last().map(|s| s.name), Some(ServiceName::Gateway), "the edge starts last");
+    }
+}
