@@ -10,11 +10,12 @@ use kit::testing::{TestData, TestServer};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const SERVICE_SECRET: &str = "catalog-test-service-secret";
+use testkit::SERVICE_SECRET;
 
 struct Harness {
     users: TestServer,
     catalog: TestServer,
+    _orders: TestServer,
     http: reqwest::Client,
     data: Vec<TestData>,
 }
@@ -25,21 +26,8 @@ impl Harness {
     }
 
     async fn with(extra: impl Fn(Settings) -> Settings) -> Self {
-        let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let (users_data, users_settings) = TestData::new("users");
-        let users_settings = extra(
-            users_settings
-                .with("SERVICE_CLIENTS", users::config::clients_sharing(SERVICE_SECRET, users::config::TOKEN_CLIENTS)),
-        );
-        let users_config = users::Config::from_settings(&users_settings, localhost, 0).unwrap();
-        let users = TestServer::start(users::router(users::AppState::start(users_config).await.unwrap())).await;
-
-        let (catalog_data, catalog_settings) = TestData::new("catalog");
-        let catalog_settings =
-            extra(catalog_settings.with("USER_SERVICE_URL", users.base()).with("CLIENT_SECRET", SERVICE_SECRET));
-        let config = catalog::Config::from_settings(&catalog_settings, localhost, 0).unwrap();
-        let catalog = TestServer::start(catalog::router(catalog::AppState::start(config).await.unwrap())).await;
-        Harness { users, catalog, http: reqwest::Client::new(), data: vec![users_data, catalog_data] }
+        let s = testkit::Services::start(&extra).await;
+        Harness { users: s.users, catalog: s.catalog, _orders: s.orders, http: reqwest::Client::new(), data: s.data }
     }
 
     async fn finish(self) {

@@ -4,18 +4,11 @@
 //! reusing the shoppers, during which someone else moves the dedicated stock, which the
 //! reconciliation must catch.
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use kit::config::Settings;
-use kit::testing::{TestData, TestServer};
+use kit::testing::TestServer;
 use serde_json::{Value, json};
-
-const SECRET: &str = "loadgen-test-service-secret";
-
-fn localhost() -> IpAddr {
-    IpAddr::V4(Ipv4Addr::LOCALHOST)
-}
 
 /// Cheap password hashing: the test signs in often and need not resist guessing.
 fn cheap_hashing(s: Settings) -> Settings {
@@ -24,57 +17,28 @@ fn cheap_hashing(s: Settings) -> Settings {
 
 struct Platform {
     gateway: TestServer,
-    _services: Vec<TestServer>,
-    data: Vec<TestData>,
+    services: testkit::Services,
 }
 
 impl Platform {
     async fn start() -> Platform {
-        let (ud, s) = TestData::new("users");
-        let s = cheap_hashing(
-            s.with("SERVICE_CLIENTS", users::config::clients_sharing(SECRET, users::config::TOKEN_CLIENTS)),
-        );
-        let users = TestServer::start(users::router(
-            users::AppState::start(users::Config::from_settings(&s, localhost(), 0).unwrap()).await.unwrap(),
-        ))
-        .await;
-        let (cd, s) = TestData::new("catalog");
-        let s = s.with("USER_SERVICE_URL", users.base()).with("CLIENT_SECRET", SECRET);
-        let catalog = TestServer::start(catalog::router(
-            catalog::AppState::start(catalog::Config::from_settings(&s, localhost(), 0).unwrap()).await.unwrap(),
-        ))
-        .await;
-        let (od, s) = TestData::new("orders");
-        let s = s
-            .with("USER_SERVICE_URL", users.base())
-            .with("CATALOG_SERVICE_URL", catalog.base())
-            .with("CLIENT_SECRET", SECRET);
-        let orders = TestServer::start(orders::router(
-            orders::AppState::start(orders::Config::from_settings(&s, localhost(), 0).unwrap()).await.unwrap(),
-        ))
-        .await;
-        let s = Settings::from_pairs([
-            ("USER_SERVICE_URL", users.base()),
-            ("CATALOG_SERVICE_URL", catalog.base()),
-            ("ORDER_SERVICE_URL", orders.base()),
-            ("CLIENT_SECRET", SECRET.into()),
-            ("RATE_LIMIT", "10000000".into()),
-            ("RATE_LIMIT_BURST", "1000000".into()),
-            ("USER_RATE_LIMIT", "10000000".into()),
-            ("USER_RATE_LIMIT_BURST", "1000000".into()),
-            ("AUTH_RATE_LIMIT", "100000".into()),
-            ("AUTH_RATE_LIMIT_BURST", "10000".into()),
-        ]);
-        let config = gateway::Config::from_settings(&s, localhost(), 0).unwrap();
+        let services = testkit::Services::start(&cheap_hashing).await;
+        let s = services
+            .settings()
+            .with("RATE_LIMIT", "10000000")
+            .with("RATE_LIMIT_BURST", "1000000")
+            .with("USER_RATE_LIMIT", "10000000")
+            .with("USER_RATE_LIMIT_BURST", "1000000")
+            .with("AUTH_RATE_LIMIT", "100000")
+            .with("AUTH_RATE_LIMIT_BURST", "10000");
+        let config = gateway::Config::from_settings(&s, testkit::localhost(), 0).unwrap();
         let gateway =
             TestServer::start(gateway::router(gateway::AppState::start(config).await.expect("gateway starts"))).await;
-        Platform { gateway, _services: vec![users, catalog, orders], data: vec![ud, cd, od] }
+        Platform { gateway, services }
     }
 
     async fn finish(self) {
-        for d in self.data {
-            d.cleanup().await;
-        }
+        self.services.finish().await;
     }
 }
 

@@ -2,7 +2,6 @@
 //! 127.0.0.1 port 0, talking over HTTP; on SQLite, or PostgreSQL when `ORDERMESH_TEST_POSTGRES`
 //! is set; events through the embedded relay, or a private NATS server where a test says so.
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +10,7 @@ use kit::testing::{NatsServer, TestData, TestServer};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const SECRET: &str = "orders-test-service-secret";
+use testkit::SERVICE_SECRET as SECRET;
 
 struct Platform {
     users: TestServer,
@@ -36,39 +35,8 @@ impl Platform {
     }
 
     async fn on(data: fn(&str) -> (TestData, Settings), extra: impl Fn(Settings) -> Settings) -> Self {
-        let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let (users_data, s) = data("users");
-        let s = extra(s.with("SERVICE_CLIENTS", users::config::clients_sharing(SECRET, users::config::TOKEN_CLIENTS)));
-        let users = TestServer::start(users::router(
-            users::AppState::start(users::Config::from_settings(&s, localhost, 0).unwrap()).await.unwrap(),
-        ))
-        .await;
-
-        let (catalog_data, s) = data("catalog");
-        let s = extra(s.with("USER_SERVICE_URL", users.base()).with("CLIENT_SECRET", SECRET));
-        let catalog = TestServer::start(catalog::router(
-            catalog::AppState::start(catalog::Config::from_settings(&s, localhost, 0).unwrap()).await.unwrap(),
-        ))
-        .await;
-
-        let (orders_data, s) = data("orders");
-        let s = extra(
-            s.with("USER_SERVICE_URL", users.base())
-                .with("CATALOG_SERVICE_URL", catalog.base())
-                .with("CLIENT_SECRET", SECRET)
-                .with("RELAY_INTERVAL", "100ms"),
-        );
-        let orders = TestServer::start(orders::router(
-            orders::AppState::start(orders::Config::from_settings(&s, localhost, 0).unwrap()).await.unwrap(),
-        ))
-        .await;
-        Platform {
-            users,
-            catalog,
-            orders,
-            http: reqwest::Client::new(),
-            data: vec![users_data, catalog_data, orders_data],
-        }
+        let s = testkit::Services::start_on(data, &extra).await;
+        Platform { users: s.users, catalog: s.catalog, orders: s.orders, http: reqwest::Client::new(), data: s.data }
     }
 
     async fn finish(self) {
