@@ -21,7 +21,8 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::error::{OrdersError, Result};
-use crate::service::{CreateOrderRequest, Order};
+use crate::request::CreateOrderRequest;
+use crate::view::Order;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

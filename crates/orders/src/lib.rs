@@ -6,9 +6,11 @@ pub mod dialects;
 pub mod domain;
 pub mod error;
 pub mod relay;
+pub mod request;
 pub mod routes;
 pub mod service;
 pub mod store;
+pub mod view;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -15,7 +15,8 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::domain::{IdempotencyKey, OrderStatus};
 use crate::error::Result;
-use crate::service::{CreateOrderRequest, Order};
+use crate::request::CreateOrderRequest;
+use crate::view::Order;
 
 pub fn api() -> Router<AppState> {
     Router::new()
