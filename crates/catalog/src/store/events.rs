@@ -1,0 +1,99 @@
+//! Order events applied exactly once: the event id is recorded in the transaction of its effect.
+
+use kit::db::now_ms;
+use sqlx::Row;
+
+use super::reservations::{commit_in, release_in};
+
+use super::*;
+use crate::error::{CatalogError, Result};
+
+impl Store {
+    /// Applies one order event exactly once: the event id is recorded in the same transaction
+    /// as its effect. Returns false for an event seen before.
+    pub async fn apply_event(
+        &self,
+        event_id: &str,
+        kind: &str,
+        order_id: &str,
+        effect: EventEffect<'_>,
+    ) -> Result<bool> {
+        let mut tx = self.db.begin_write().await?;
+        let fresh = sqlx::query(
+            "INSERT INTO processed_events (event_id, event_type, order_id, processed_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(event_id)
+        .bind(kind)
+        .bind(order_id)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !fresh {
+            return Ok(false);
+        }
+        // The effect runs inside a savepoint so that one refused part-way (a late commit that
+        // finds too little stock for its second line) leaves no partial change behind while
+        // the event itself is still recorded.
+        sqlx::query("SAVEPOINT event_effect").execute(&mut *tx).await?;
+        let outcome = match effect {
+            EventEffect::Commit(id) => commit_in(&mut tx, id).await,
+            EventEffect::Return(id) => release_in(&mut tx, id).await,
+            EventEffect::None => Ok(()),
+        };
+        let refused = match outcome {
+            Ok(()) => false,
+            // An event about a reservation we never saw (or cannot honour) is recorded, not
+            // retried forever: redelivering it cannot change the answer.
+            Err(CatalogError::NotFound(why)) | Err(CatalogError::Conflict(why)) => {
+                tracing::warn!(event_id, kind, order_id, why, "order event could not be applied");
+                true
+            }
+            Err(CatalogError::InsufficientStock { product_id, .. }) => {
+                tracing::error!(event_id, order_id, product_id, "late commit found no stock for a live order");
+                true
+            }
+            Err(e) => return Err(e),
+        };
+        let end = if refused { "ROLLBACK TO SAVEPOINT event_effect" } else { "RELEASE SAVEPOINT event_effect" };
+        sqlx::query(end).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn processed_event_counts(&self) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT event_type, COUNT(*) AS n FROM processed_events GROUP BY event_type ORDER BY event_type",
+        )
+        .fetch_all(self.db.read())
+        .await?;
+        rows.into_iter().map(|r| Ok((r.try_get("event_type")?, r.try_get("n")?))).collect()
+    }
+
+    pub async fn processed_events_for(&self, order_ids: &[String]) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for chunk in order_ids.chunks(200) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT order_id, event_type FROM processed_events WHERE order_id IN ({}) ORDER BY order_id",
+                placeholders.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            for r in q.fetch_all(self.db.read()).await? {
+                out.push((r.try_get("order_id")?, r.try_get("event_type")?));
+            }
+        }
+        Ok(out)
+    }
+}
+
+pub enum EventEffect<'a> {
+    Commit(&'a str),
+    Return(&'a str),
+    None,
+}

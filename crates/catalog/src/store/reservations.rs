@@ -1,0 +1,389 @@
+//! Reservations: every line or none, then committed, released or expired, each exactly once.
+
+use kit::db::now_ms;
+use sqlx::{AnyConnection, Row};
+
+use super::*;
+use crate::domain::{ProductRef, ReservationState};
+use crate::error::{CatalogError, Result};
+
+impl Store {
+    /// Reserves every line or none. Replaying the same id with the same request returns the
+    /// existing reservation (`false`: not new); with a different request it is a conflict.
+    pub async fn reserve(
+        &self,
+        id: &str,
+        request_hash: &str,
+        lines: &[(ProductRef, i64)],
+        expires_at: i64,
+    ) -> Result<(ReservationRow, bool)> {
+        let mut tx = self.db.begin_write().await?;
+        if let Some((state, hash)) = reservation_header(&mut tx, id).await? {
+            let _ = state;
+            if hash != request_hash {
+                return Err(CatalogError::Conflict(format!("Reservation {id} already exists with different lines.")));
+            }
+            let row = load_reservation(&mut tx, id).await?;
+            tx.commit().await?;
+            return Ok((row.ok_or_else(|| CatalogError::NotFound(format!("No reservation {id}.")))?, false));
+        }
+        // Resolve references, merging lines that name the same product.
+        let mut wanted: Vec<(ProductRow, i64)> = Vec::new();
+        for (index, (reference, quantity)) in lines.iter().enumerate() {
+            let product = resolve(&mut tx, reference)
+                .await?
+                .ok_or(CatalogError::UnknownProduct { line: index + 1, reference: reference.to_string() })?;
+            match wanted.iter_mut().find(|(p, _)| p.id == product.id) {
+                Some((_, q)) => *q += quantity,
+                None => wanted.push((product, *quantity)),
+            }
+        }
+        // Row locks are always taken in product id order (here and where reservations are
+        // committed or released), so two orders naming the same products cannot deadlock.
+        wanted.sort_by_key(|(p, _)| p.id);
+        let now = now_ms();
+        for (product, quantity) in &wanted {
+            let taken = sqlx::query(
+                "UPDATE products SET stock_reserved = stock_reserved + $2, updated_at = $3
+                 WHERE id = $1 AND active = 1 AND stock_on_hand - stock_reserved >= $2",
+            )
+            .bind(product.id)
+            .bind(quantity)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if taken != 1 {
+                let fresh = self.get_for_write(&mut tx, product.id).await?;
+                return Err(CatalogError::InsufficientStock {
+                    product_id: product.id,
+                    sku: product.sku.clone(),
+                    requested: *quantity,
+                    available: fresh.map(|p| p.available()).unwrap_or(0),
+                });
+            }
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO reservations (id, state, request_hash, expires_at, created_at, updated_at)
+             VALUES ($1, 'held', $2, $3, $4, $4)",
+        )
+        .bind(id)
+        .bind(request_hash)
+        .bind(expires_at)
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+        if let Err(e) = inserted {
+            if is_unique_violation(&e) {
+                // Another catalog instance created the same reservation a moment ago: ours
+                // rolls back (returning its stock) and the caller sees theirs on retry.
+                return Err(CatalogError::Conflict(format!("Reservation {id} is being created concurrently; retry.")));
+            }
+            return Err(e.into());
+        }
+        for (product, quantity) in &wanted {
+            sqlx::query(
+                "INSERT INTO reservation_lines (reservation_id, product_id, quantity, unit_price_cents)
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(id)
+            .bind(product.id)
+            .bind(quantity)
+            .bind(product.price_cents)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        let row = ReservationRow {
+            id: id.to_string(),
+            state: ReservationState::Held,
+            expires_at,
+            created_at: now,
+            lines: wanted
+                .into_iter()
+                .map(|(p, q)| ReservedLine {
+                    product_id: p.id,
+                    sku: p.sku,
+                    name: p.name,
+                    quantity: q,
+                    unit_price_cents: p.price_cents,
+                })
+                .collect(),
+        };
+        Ok((row, true))
+    }
+
+    pub async fn reservation(&self, id: &str) -> Result<Option<ReservationRow>> {
+        let mut conn = self.db.read().acquire().await?;
+        load_reservation(&mut conn, id).await
+    }
+
+    /// held → committed. Idempotent. A reservation that expired is taken again if the stock
+    /// is still there, so a late commit of a live order does not lose its goods.
+    pub async fn commit(&self, id: &str) -> Result<ReservationRow> {
+        let mut tx = self.db.begin_write().await?;
+        commit_in(&mut tx, id).await?;
+        let row = load_reservation(&mut tx, id).await?;
+        tx.commit().await?;
+        row.ok_or_else(|| CatalogError::NotFound(format!("No reservation {id}.")))
+    }
+
+    /// held → released: the stock is available again; committed → returned: the stock goes
+    /// back on hand. Idempotent.
+    pub async fn release(&self, id: &str) -> Result<ReservationRow> {
+        let mut tx = self.db.begin_write().await?;
+        release_in(&mut tx, id).await?;
+        let row = load_reservation(&mut tx, id).await?;
+        tx.commit().await?;
+        row.ok_or_else(|| CatalogError::NotFound(format!("No reservation {id}.")))
+    }
+
+    /// Expires one reservation listed by `expired_held` if it is still held; false if it was
+    /// settled in between.
+    pub async fn expire(&self, id: &str) -> Result<bool> {
+        let mut tx = self.db.begin_write().await?;
+        let expired = expire_in(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(expired)
+    }
+
+    pub async fn expired_held(&self, now: i64, limit: i64) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT id FROM reservations WHERE state = 'held' AND expires_at < $1 ORDER BY expires_at LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(self.db.read())
+        .await?;
+        rows.into_iter().map(|r| Ok(r.try_get("id")?)).collect()
+    }
+}
+
+async fn resolve(conn: &mut AnyConnection, reference: &ProductRef) -> Result<Option<ProductRow>> {
+    let (sql, bind) = match reference {
+        ProductRef::Id(id) => {
+            let sql = format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE id = $1 AND active = 1");
+            return Ok(sqlx::query_as::<_, ProductRow>(&sql).bind(*id).fetch_optional(conn).await?);
+        }
+        ProductRef::Sku(sku) => {
+            (format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE sku = $1 AND active = 1"), sku.to_ascii_uppercase())
+        }
+        ProductRef::Name(name) => (
+            format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE LOWER(name) = $1 AND active = 1 ORDER BY id LIMIT 2"),
+            name.trim().to_lowercase(),
+        ),
+    };
+    let mut rows = sqlx::query_as::<_, ProductRow>(&sql).bind(bind).fetch_all(conn).await?;
+    if rows.len() > 1 {
+        return Err(CatalogError::invalid(
+            "items",
+            format!("{reference} matches several products; name it by product_id or sku"),
+        ));
+    }
+    Ok(rows.pop())
+}
+
+async fn reservation_header(conn: &mut AnyConnection, id: &str) -> Result<Option<(ReservationState, String)>> {
+    let row =
+        sqlx::query("SELECT state, request_hash FROM reservations WHERE id = $1").bind(id).fetch_optional(conn).await?;
+    row.map(|r| {
+        let state: String = r.try_get("state")?;
+        let state =
+            ReservationState::parse(&state).ok_or_else(|| CatalogError::Internal(format!("bad state {state}")))?;
+        Ok((state, r.try_get("request_hash")?))
+    })
+    .transpose()
+}
+
+async fn load_reservation(conn: &mut AnyConnection, id: &str) -> Result<Option<ReservationRow>> {
+    let Some(head) = sqlx::query("SELECT id, state, expires_at, created_at FROM reservations WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let state: String = head.try_get("state")?;
+    let lines = sqlx::query(
+        "SELECT l.product_id, p.sku, p.name, l.quantity, l.unit_price_cents
+         FROM reservation_lines l JOIN products p ON p.id = l.product_id
+         WHERE l.reservation_id = $1 ORDER BY l.product_id",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|r| {
+        Ok(ReservedLine {
+            product_id: r.try_get("product_id")?,
+            sku: r.try_get("sku")?,
+            name: r.try_get("name")?,
+            quantity: r.try_get("quantity")?,
+            unit_price_cents: r.try_get("unit_price_cents")?,
+        })
+    })
+    .collect::<Result<Vec<_>>>()?;
+    Ok(Some(ReservationRow {
+        id: head.try_get("id")?,
+        state: ReservationState::parse(&state).ok_or_else(|| CatalogError::Internal(format!("bad state {state}")))?,
+        expires_at: head.try_get("expires_at")?,
+        created_at: head.try_get("created_at")?,
+        lines,
+    }))
+}
+
+async fn line_quantities(conn: &mut AnyConnection, id: &str) -> Result<Vec<(i64, i64)>> {
+    sqlx::query("SELECT product_id, quantity FROM reservation_lines WHERE reservation_id = $1 ORDER BY product_id")
+        .bind(id)
+        .fetch_all(conn)
+        .await?
+        .into_iter()
+        .map(|r| Ok((r.try_get("product_id")?, r.try_get("quantity")?)))
+        .collect()
+}
+
+/// Moves the reservation from `from` to `to` if it is still in `from`; false if someone else
+/// moved it first (so each transition's stock effect happens once).
+async fn transition(conn: &mut AnyConnection, id: &str, from: ReservationState, to: ReservationState) -> Result<bool> {
+    Ok(sqlx::query("UPDATE reservations SET state = $3, updated_at = $4 WHERE id = $1 AND state = $2")
+        .bind(id)
+        .bind(from.as_str())
+        .bind(to.as_str())
+        .bind(now_ms())
+        .execute(conn)
+        .await?
+        .rows_affected()
+        == 1)
+}
+
+/// How often a state change may lose a race before we give up. States only move forward
+/// (held → committed/expired/released, expired → committed, committed → returned), so two
+/// rounds settle every race; the rest is margin.
+const TRANSITION_ATTEMPTS: usize = 4;
+
+/// held → committed: the reserved stock leaves the shelf. expired → committed: a late commit
+/// of a live order takes its goods again if they are still there. On PostgreSQL another
+/// writer (the expiry sweeper, a second commit) may move the reservation between our read
+/// and our update; the update then changes nothing and we look again, since each statement
+/// there sees what others committed.
+pub(super) async fn commit_in(conn: &mut AnyConnection, id: &str) -> Result<()> {
+    for _ in 0..TRANSITION_ATTEMPTS {
+        let (state, _) = reservation_header(conn, id)
+            .await?
+            .ok_or_else(|| CatalogError::NotFound(format!("No reservation {id}.")))?;
+        let now = now_ms();
+        match state {
+            ReservationState::Committed => return Ok(()),
+            ReservationState::Held => {
+                if transition(conn, id, ReservationState::Held, ReservationState::Committed).await? {
+                    for (product, quantity) in line_quantities(conn, id).await? {
+                        sqlx::query(
+                            "UPDATE products SET stock_on_hand = stock_on_hand - $2,
+                                                 stock_reserved = stock_reserved - $2, updated_at = $3
+                             WHERE id = $1",
+                        )
+                        .bind(product)
+                        .bind(quantity)
+                        .bind(now)
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                    return Ok(());
+                }
+            }
+            ReservationState::Expired => {
+                // The state changes first so that two late commits cannot both take the goods;
+                // a shortfall fails the whole transaction (the caller rolls it back).
+                if transition(conn, id, ReservationState::Expired, ReservationState::Committed).await? {
+                    for (product, quantity) in line_quantities(conn, id).await? {
+                        let taken = sqlx::query(
+                            "UPDATE products SET stock_on_hand = stock_on_hand - $2, updated_at = $3
+                             WHERE id = $1 AND stock_on_hand - stock_reserved >= $2",
+                        )
+                        .bind(product)
+                        .bind(quantity)
+                        .bind(now)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected();
+                        if taken != 1 {
+                            return Err(CatalogError::InsufficientStock {
+                                product_id: product,
+                                sku: String::new(),
+                                requested: quantity,
+                                available: 0,
+                            });
+                        }
+                    }
+                    return Ok(());
+                }
+            }
+            ReservationState::Released | ReservationState::Returned => {
+                return Err(CatalogError::Conflict(format!(
+                    "Reservation {id} was {}; it cannot be committed.",
+                    state.as_str()
+                )));
+            }
+        }
+    }
+    Err(CatalogError::Internal(format!("reservation {id} kept changing while being committed")))
+}
+
+/// held → released: the stock is available again; committed → returned: the goods go back
+/// on the shelf. Anything else was already settled. Races are handled as in `commit_in`.
+pub(super) async fn release_in(conn: &mut AnyConnection, id: &str) -> Result<()> {
+    for _ in 0..TRANSITION_ATTEMPTS {
+        let (state, _) = reservation_header(conn, id)
+            .await?
+            .ok_or_else(|| CatalogError::NotFound(format!("No reservation {id}.")))?;
+        let now = now_ms();
+        match state {
+            ReservationState::Held => {
+                if transition(conn, id, ReservationState::Held, ReservationState::Released).await? {
+                    unreserve_lines(conn, id, now).await?;
+                    return Ok(());
+                }
+            }
+            ReservationState::Committed => {
+                if transition(conn, id, ReservationState::Committed, ReservationState::Returned).await? {
+                    for (product, quantity) in line_quantities(conn, id).await? {
+                        sqlx::query(
+                            "UPDATE products SET stock_on_hand = stock_on_hand + $2, updated_at = $3 WHERE id = $1",
+                        )
+                        .bind(product)
+                        .bind(quantity)
+                        .bind(now)
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                    return Ok(());
+                }
+            }
+            ReservationState::Released | ReservationState::Expired | ReservationState::Returned => return Ok(()),
+        }
+    }
+    Err(CatalogError::Internal(format!("reservation {id} kept changing while being released")))
+}
+
+/// held → expired, and nothing else: a reservation committed since the sweeper listed it
+/// belongs to a live order and must keep its goods.
+async fn expire_in(conn: &mut AnyConnection, id: &str) -> Result<bool> {
+    if !transition(conn, id, ReservationState::Held, ReservationState::Expired).await? {
+        return Ok(false);
+    }
+    unreserve_lines(conn, id, now_ms()).await?;
+    Ok(true)
+}
+
+/// Makes a reservation's held quantities available again (released or expired).
+async fn unreserve_lines(conn: &mut AnyConnection, id: &str, now: i64) -> Result<()> {
+    for (product, quantity) in line_quantities(conn, id).await? {
+        sqlx::query("UPDATE products SET stock_reserved = stock_reserved - $2, updated_at = $3 WHERE id = $1")
+            .bind(product)
+            .bind(quantity)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
