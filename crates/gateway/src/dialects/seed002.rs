@@ -2,7 +2,7 @@
 //!
 //! | seed call | canonical |
 //! |---|---|
-//! | `POST /get-token` `{service_name, client_secret}` | `POST /api/auth/token`, which the gateway refuses (404): service tokens come from the users port |
+//! | `POST /get-token` `{service_name, client_secret}` | not translated: the gateway answers 404, service tokens come from the users port (its own `/get-token`) |
 //! | `GET /products` | `GET /api/products` |
 //! | `GET /products/category/<category>` | `GET /api/products?category=<category>` |
 //! | `POST /create-product` `{name, price: "50000", category}` | `POST /api/products` (administrators) |
@@ -11,30 +11,14 @@
 //! | `GET /orders` | `GET /api/orders` (your own; administrators: all) |
 
 use axum::http::Method;
-use serde_json::{Value, json};
 
 use super::{Translation, encode, with_query};
 
 const SEED: &str = "002";
 
-fn service_credentials(body: Value) -> Value {
-    let mut credentials = json!({
-        "grant_type": "client_credentials",
-        "client_id": body.get("service_name").cloned().unwrap_or(Value::Null),
-    });
-    // Left out when missing, so the refusal says "missing field `client_secret`".
-    if let Some(secret) = body.get("client_secret") {
-        credentials["client_secret"] = secret.clone();
-    }
-    credentials
-}
-
 pub fn translate(method: &Method, path: &str, query: Option<&str>, api_call: bool) -> Option<Translation> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let t = match (method, segments.as_slice()) {
-        (&Method::POST, ["get-token"]) => {
-            Translation::new(SEED, Method::POST, "/api/auth/token").body(service_credentials).reply_with_token_alias()
-        }
         (&Method::GET, ["products"]) if api_call => {
             Translation::new(SEED, Method::GET, with_query("/api/products".into(), query))
         }
