@@ -6,7 +6,7 @@ use catalog::service::LineRequest;
 use orders::dialects::BuyRequest;
 use orders::domain::{IdempotencyKey, parse_customer_name};
 use orders::routes::{CancelRequest, StatusRequest};
-use orders::service::CreateOrderRequest;
+use orders::request::CreateOrderRequest;
 
 fn check_order(request: &CreateOrderRequest) {
     if let Ok(lines) = request.catalog_lines(100) {
