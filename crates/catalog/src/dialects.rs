@@ -4,7 +4,7 @@
 //! | seed | path | canonical |
 //! |---|---|---|
 //! | 002 (product service) | `GET /products/category/{category}` | `GET /products?category=` |
-//! | 002 | `POST /create-product` | `POST /products` (administrators) |
+//! | 002 | `POST /create-product` | `POST /products` (administrators); `track_stock: false` unless the body counts stock |
 //! | 002 | `PUT /update-product/{id}` | `PATCH /products/{id}` (administrators) |
 //! | 003 (inventory service) | `GET /inventory/assets`, `GET /inventory/assets/{id}` | `GET /products`, `GET /products/{id}` |
 
@@ -18,12 +18,12 @@ use kit::extract::{Json, Path, Query};
 
 use crate::AppState;
 use crate::error::Result;
-use crate::routes::{self, ListQuery, UpdateProduct};
+use crate::routes::{self, CreateProduct, ListQuery, UpdateProduct};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/products/category/{category}", get(products_in_category))
-        .route("/create-product", post(routes::create_product))
+        .route("/create-product", post(create_product))
         .route("/update-product/{id}", put(update_product))
         .route("/inventory/assets", get(routes::list_products))
         .route("/inventory/assets/{id}", get(routes::get_product))
@@ -61,4 +61,17 @@ pub async fn update_product(
     body: Json<UpdateProduct>,
 ) -> Result<Response> {
     routes::patch_product(state, caller, id, headers, body).await
+}
+
+/// Seed 002 creates products without a stock figure and orders them straight away: such a
+/// product is sold without counting stock, unless the request counts it.
+pub async fn create_product(
+    state: State<AppState>,
+    caller: Auth,
+    Json(mut body): Json<CreateProduct>,
+) -> Result<Response> {
+    if body.stock.is_none() && body.track_stock.is_none() {
+        body.track_stock = Some(false);
+    }
+    routes::create_product(state, caller, Json(body)).await
 }

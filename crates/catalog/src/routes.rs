@@ -112,14 +112,18 @@ pub struct CreateProduct {
     pub price: Money,
     #[schema(min_length = 3, max_length = 3)]
     pub currency: Option<String>,
-    /// Units on hand to start with.
+    /// Units on hand to start with (not with `track_stock` false).
     #[schema(minimum = 0, maximum = 1000000000)]
     pub stock: Option<i64>,
     pub active: Option<bool>,
+    /// Count stock (default); false sells the product without counting it: always
+    /// orderable, reservations hold nothing ("made to order").
+    pub track_stock: Option<bool>,
 }
 
 /// The editable fields of a product. PUT needs name, category and price; PATCH any subset.
-/// Stock moves through `/products/{id}/stock`.
+/// Stock moves through `/products/{id}/stock`; `stock` here only goes with `track_stock: true`
+/// on a product whose stock was not counted, and is then required (the count to start from).
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProduct {
@@ -135,6 +139,9 @@ pub struct UpdateProduct {
     #[schema(min_length = 3, max_length = 3)]
     pub currency: Option<String>,
     pub active: Option<bool>,
+    pub track_stock: Option<bool>,
+    #[schema(minimum = 0, maximum = 1000000000)]
+    pub stock: Option<i64>,
 }
 
 impl From<UpdateProduct> for ProductInput {
@@ -147,6 +154,8 @@ impl From<UpdateProduct> for ProductInput {
             price: u.price,
             currency: u.currency,
             active: u.active,
+            track_stock: u.track_stock,
+            stock: u.stock,
         }
     }
 }
@@ -249,7 +258,6 @@ pub async fn create_product(
     Auth(caller): Auth,
     Json(body): Json<CreateProduct>,
 ) -> Result<Response> {
-    let stock = body.stock.unwrap_or(0);
     let input = ProductInput {
         sku: body.sku,
         name: Some(body.name),
@@ -258,8 +266,10 @@ pub async fn create_product(
         price: Some(body.price),
         currency: body.currency,
         active: body.active,
+        track_stock: body.track_stock,
+        stock: body.stock,
     };
-    let row = state.catalog.create(&caller, input, stock).await?;
+    let row = state.catalog.create(&caller, input).await?;
     let mut res = with_etag(StatusCode::CREATED, &row);
     if let Ok(location) = HeaderValue::from_str(&format!("/products/{}", row.id)) {
         res.headers_mut().insert(header::LOCATION, location);
@@ -307,15 +317,7 @@ pub async fn deactivate_product(
     headers: HeaderMap,
 ) -> Result<Response> {
     let id = product_id(&id)?;
-    let input = ProductInput {
-        sku: None,
-        name: None,
-        description: None,
-        category: None,
-        price: None,
-        currency: None,
-        active: Some(false),
-    };
+    let input = ProductInput { active: Some(false), ..ProductInput::default() };
     let row = state.catalog.update(&caller, id, input, false, if_match(&headers).as_deref()).await?;
     Ok(with_etag(StatusCode::OK, &row))
 }
@@ -331,15 +333,7 @@ pub async fn set_price(
     Json(body): Json<PriceChange>,
 ) -> Result<Response> {
     let id = product_id(&id)?;
-    let input = ProductInput {
-        sku: None,
-        name: None,
-        description: None,
-        category: None,
-        price: Some(body.price),
-        currency: None,
-        active: None,
-    };
+    let input = ProductInput { price: Some(body.price), ..ProductInput::default() };
     let row = state.catalog.update(&caller, id, input, false, if_match(&headers).as_deref()).await?;
     Ok(with_etag(StatusCode::OK, &row))
 }

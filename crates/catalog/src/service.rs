@@ -30,9 +30,13 @@ pub struct Product {
     pub category: String,
     pub price: Money,
     pub currency: String,
-    /// Units that can be ordered now (on hand minus reserved).
+    /// Units that can be ordered now (on hand minus reserved); not used when `track_stock` is
+    /// false.
     pub stock: i64,
     pub in_stock: bool,
+    /// False for products sold without counting stock (made to order, services, digital
+    /// goods): always orderable, and the stock figures mean nothing.
+    pub track_stock: bool,
     pub stock_on_hand: i64,
     pub stock_reserved: i64,
     pub active: bool,
@@ -53,7 +57,8 @@ impl From<&ProductRow> for Product {
             price: Money::from_cents(r.price_cents).unwrap_or_default(),
             currency: r.currency.clone(),
             stock: r.available(),
-            in_stock: r.available() > 0,
+            in_stock: r.in_stock(),
+            track_stock: r.tracks_stock(),
             stock_on_hand: r.stock_on_hand,
             stock_reserved: r.stock_reserved,
             active: r.is_active(),
@@ -136,6 +141,7 @@ pub struct Catalog {
 }
 
 /// Which fields a product write sets.
+#[derive(Debug, Default)]
 pub struct ProductInput {
     pub sku: Option<String>,
     pub name: Option<String>,
@@ -144,6 +150,8 @@ pub struct ProductInput {
     pub price: Option<Money>,
     pub currency: Option<String>,
     pub active: Option<bool>,
+    pub track_stock: Option<bool>,
+    pub stock: Option<i64>,
 }
 
 impl Catalog {
@@ -188,6 +196,7 @@ impl Catalog {
                         price,
                         currency: &self.config.currency,
                         stock: p.stock,
+                        track_stock: true,
                         active: true,
                     },
                     |id| format!("P-{id}"),
@@ -277,7 +286,7 @@ impl Catalog {
         }
     }
 
-    pub async fn create(&self, caller: &Principal, input: ProductInput, stock: i64) -> Result<ProductRow> {
+    pub async fn create(&self, caller: &Principal, input: ProductInput) -> Result<ProductRow> {
         Self::require_admin(caller)?;
         let name =
             ProductName::parse(input.name.as_deref().ok_or_else(|| CatalogError::invalid("name", "is required"))?)?;
@@ -288,6 +297,11 @@ impl Catalog {
         let description = Description::parse(input.description.as_deref().unwrap_or_default())?;
         let sku = input.sku.as_deref().map(Sku::parse).transpose()?;
         let currency = self.currency(input.currency.as_deref())?;
+        let track_stock = input.track_stock.unwrap_or(true);
+        let stock = input.stock.unwrap_or(0);
+        if !track_stock && input.stock.is_some() {
+            return Err(CatalogError::invalid("stock", "is not counted for a product with track_stock false"));
+        }
         if !(0..=1_000_000_000).contains(&stock) {
             return Err(CatalogError::invalid("stock", "must be between 0 and 1000000000"));
         }
@@ -302,6 +316,7 @@ impl Catalog {
                     price,
                     currency: &currency,
                     stock,
+                    track_stock,
                     active: input.active.unwrap_or(true),
                 },
                 |id| Sku::derive(&name, id).as_str().to_string(),
@@ -364,6 +379,13 @@ impl Catalog {
             price: input.price,
             currency: input.currency.as_deref().map(|c| self.currency(Some(c))).transpose()?,
             active: input.active.or(if require_all { Some(true) } else { None }),
+            track_stock: input.track_stock,
+            stock_on_hand: match input.stock {
+                Some(n) if !(0..=1_000_000_000).contains(&n) => {
+                    return Err(CatalogError::invalid("stock", "must be between 0 and 1000000000"));
+                }
+                other => other,
+            },
         };
         if changes.is_empty() {
             return Err(CatalogError::invalid("body", "names no field to change"));

@@ -564,3 +564,66 @@ async fn a_late_commit_that_cannot_be_honoured_leaves_no_partial_change() {
     assert!(!store.apply_event(event, "order.created", "an-order", EventEffect::Commit(short)).await.unwrap());
     data.cleanup().await;
 }
+
+/// Issue 21: a product sold without counting stock (seed 002's `create-product` sends no
+/// stock, then orders the product) is always orderable and its reservations hold nothing;
+/// counting it again starts from a figure the administrator gives.
+#[tokio::test]
+async fn a_product_sold_without_counting_stock_is_always_orderable() {
+    let h = Harness::start().await;
+    let admin = h.user_token("alice", "alice123").await;
+    let service = h.service_token().await;
+    let (status, p) = h
+        .post(
+            "/products",
+            Some(&admin),
+            json!({"name": "Engraving", "category": "Services", "price": "15.00", "track_stock": false}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{p}");
+    assert_eq!(p["track_stock"], false);
+    assert_eq!(p["in_stock"], true);
+    let id = p["id"].as_i64().unwrap();
+    let (status, problem) = h
+        .post(
+            "/products",
+            Some(&admin),
+            json!({"name": "Odd", "category": "Services", "price": "1.00", "track_stock": false, "stock": 3}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "stock for an uncounted product: {problem}");
+
+    // Any quantity, any number of times, and nothing is held or taken.
+    for (n, quantity) in [(1, 5000), (2, 10_000)] {
+        let body = json!({"id": format!("order:u{n}"), "lines": [{"product_id": id, "quantity": quantity}]});
+        let (status, r) = h.post("/reservations", Some(&service), body).await;
+        assert_eq!(status, StatusCode::CREATED, "{r}");
+    }
+    let (status, _) = h.post("/reservations/order:u1/commit", Some(&service), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = h.post("/reservations/order:u2/release", Some(&service), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = h.post("/reservations/order:u1/release", Some(&service), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "an order of it returned");
+    let after = h.product(id).await;
+    assert_eq!((after["stock_on_hand"].as_i64(), after["stock_reserved"].as_i64()), (Some(0), Some(0)), "{after}");
+    let (_, listed) = h.get("/products?in_stock=true&category=Services", None).await;
+    assert!(listed["items"].as_array().unwrap().iter().any(|p| p["id"] == id), "listed as in stock: {listed}");
+
+    // Counting it again needs the count to start from.
+    let path = format!("/products/{id}");
+    let (status, problem) =
+        h.send(reqwest::Method::PATCH, &path, Some(&admin), Some(json!({"track_stock": true}))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(problem["field"], "stock", "{problem}");
+    let (status, problem) = h.send(reqwest::Method::PATCH, &path, Some(&admin), Some(json!({"stock": 4}))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "stock moves through /stock otherwise: {problem}");
+    let (status, counted) =
+        h.send(reqwest::Method::PATCH, &path, Some(&admin), Some(json!({"track_stock": true, "stock": 4}))).await;
+    assert_eq!(status, StatusCode::OK, "{counted}");
+    assert_eq!((counted["track_stock"].as_bool(), counted["stock"].as_i64()), (Some(true), Some(4)));
+    let body = json!({"id": "order:u3", "lines": [{"product_id": id, "quantity": 5}]});
+    let (status, problem) = h.post("/reservations", Some(&service), body).await;
+    assert_eq!(status, StatusCode::CONFLICT, "counted now: {problem}");
+    h.finish().await;
+}

@@ -5,8 +5,8 @@
 use catalog::service::LineRequest;
 use orders::dialects::BuyRequest;
 use orders::domain::{IdempotencyKey, parse_customer_name};
-use orders::routes::{CancelRequest, StatusRequest};
 use orders::request::CreateOrderRequest;
+use orders::routes::{CancelRequest, StatusRequest};
 
 fn check_order(request: &CreateOrderRequest) {
     if let Ok(lines) = request.catalog_lines(100) {

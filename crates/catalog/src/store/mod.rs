@@ -28,6 +28,8 @@ pub struct ProductRow {
     pub currency: String,
     pub stock_on_hand: i64,
     pub stock_reserved: i64,
+    /// 0: sold without counting stock; the stock figures are then not used.
+    pub track_stock: i64,
     pub active: i64,
     pub version: i64,
     pub created_at: i64,
@@ -37,6 +39,15 @@ pub struct ProductRow {
 impl ProductRow {
     pub fn available(&self) -> i64 {
         (self.stock_on_hand - self.stock_reserved).max(0)
+    }
+
+    pub fn tracks_stock(&self) -> bool {
+        self.track_stock != 0
+    }
+
+    /// Whether it can be ordered now: always when its stock is not counted.
+    pub fn in_stock(&self) -> bool {
+        !self.tracks_stock() || self.available() > 0
     }
 
     pub fn is_active(&self) -> bool {
@@ -49,7 +60,7 @@ impl ProductRow {
 }
 
 const PRODUCT_COLUMNS: &str = "id, sku, name, description, category, price_cents, currency, stock_on_hand, \
-                               stock_reserved, active, version, created_at, updated_at";
+                               stock_reserved, track_stock, active, version, created_at, updated_at";
 
 #[derive(Debug, Default, Clone)]
 pub struct ListFilter {
@@ -70,6 +81,7 @@ pub struct NewProduct<'a> {
     pub price: Money,
     pub currency: &'a str,
     pub stock: i64,
+    pub track_stock: bool,
     pub active: bool,
 }
 
@@ -83,6 +95,10 @@ pub struct ProductChanges {
     pub price: Option<Money>,
     pub currency: Option<String>,
     pub active: Option<bool>,
+    pub track_stock: Option<bool>,
+    /// Units on hand, only when stock tracking is switched on (else stock moves through
+    /// `change_stock`).
+    pub stock_on_hand: Option<i64>,
 }
 
 impl ProductChanges {
@@ -94,6 +110,8 @@ impl ProductChanges {
             && self.price.is_none()
             && self.currency.is_none()
             && self.active.is_none()
+            && self.track_stock.is_none()
+            && self.stock_on_hand.is_none()
     }
 }
 
@@ -148,7 +166,9 @@ impl Store {
             AND ($2 IS NULL OR LOWER(name) LIKE $2 ESCAPE '\\' OR LOWER(description) LIKE $2 ESCAPE '\\')
             AND ($3 IS NULL OR price_cents >= $3)
             AND ($4 IS NULL OR price_cents <= $4)
-            AND ($5 IS NULL OR ($5 = 1 AND stock_on_hand > stock_reserved) OR ($5 = 0 AND stock_on_hand <= stock_reserved))
+            AND ($5 IS NULL
+                 OR ($5 = 1 AND (track_stock = 0 OR stock_on_hand > stock_reserved))
+                 OR ($5 = 0 AND track_stock = 1 AND stock_on_hand <= stock_reserved))
             AND ($6 = 1 OR active = 1)";
         let sql = format!(
             "SELECT {PRODUCT_COLUMNS} FROM products WHERE {conditions} ORDER BY {} LIMIT $7 OFFSET $8",
@@ -210,8 +230,8 @@ impl Store {
             let now = now_ms();
             let result = sqlx::query(
                 "INSERT INTO products (id, sku, name, description, category, price_cents, currency, stock_on_hand,
-                                       stock_reserved, active, version, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, 1, $10, $10)",
+                                       stock_reserved, track_stock, active, version, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $11, $9, 1, $10, $10)",
             )
             .bind(next)
             .bind(&sku)
@@ -223,6 +243,7 @@ impl Store {
             .bind(new.stock)
             .bind(i64::from(new.active))
             .bind(now)
+            .bind(i64::from(new.track_stock))
             .execute(&mut *tx)
             .await;
             match result {
@@ -254,6 +275,7 @@ impl Store {
             .await?
             .ok_or_else(|| CatalogError::NotFound(format!("No product {id}.")))?;
         ensure_version(&current, expected_version)?;
+        check_tracking_switch(&current, changes)?;
         let result = sqlx::query(
             "UPDATE products SET
                 sku = COALESCE($2, sku),
@@ -263,6 +285,8 @@ impl Store {
                 price_cents = COALESCE($6, price_cents),
                 currency = COALESCE($7, currency),
                 active = COALESCE($8, active),
+                track_stock = COALESCE($11, track_stock),
+                stock_on_hand = COALESCE($12, stock_on_hand),
                 version = version + 1,
                 updated_at = $9
              WHERE id = $1 AND version = $10",
@@ -277,6 +301,8 @@ impl Store {
         .bind(changes.active.map(i64::from))
         .bind(now_ms())
         .bind(current.version)
+        .bind(changes.track_stock.map(i64::from))
+        .bind(changes.stock_on_hand)
         .execute(&mut *tx)
         .await;
         match result {
@@ -345,6 +371,27 @@ impl Store {
         .fetch_all(self.db.read())
         .await?;
         rows.into_iter().map(|r| Ok((r.try_get("category")?, r.try_get("n")?))).collect()
+    }
+}
+
+/// Switching stock tracking on starts from a count the administrator gives (at least what
+/// tracked orders still hold); a count is given only with that switch.
+fn check_tracking_switch(current: &ProductRow, changes: &ProductChanges) -> Result<()> {
+    let switching_on = changes.track_stock == Some(true) && !current.tracks_stock();
+    match (switching_on, changes.stock_on_hand) {
+        (true, None) => Err(CatalogError::invalid(
+            "stock",
+            "is required when stock tracking is switched on: how many units are on hand",
+        )),
+        (true, Some(n)) if n < current.stock_reserved => Err(CatalogError::invalid(
+            "stock",
+            format!("must be at least the {} units open orders still hold", current.stock_reserved),
+        )),
+        (false, Some(_)) => Err(CatalogError::invalid(
+            "stock",
+            "is set here only when switching stock tracking on; otherwise use /products/{id}/stock",
+        )),
+        _ => Ok(()),
     }
 }
 

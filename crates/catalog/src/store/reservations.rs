@@ -42,7 +42,8 @@ impl Store {
         // committed or released), so two orders naming the same products cannot deadlock.
         wanted.sort_by_key(|(p, _)| p.id);
         let now = now_ms();
-        for (product, quantity) in &wanted {
+        // A product sold without counting stock is always there; its lines hold nothing.
+        for (product, quantity) in wanted.iter().filter(|(p, _)| p.tracks_stock()) {
             let taken = sqlx::query(
                 "UPDATE products SET stock_reserved = stock_reserved + $2, updated_at = $3
                  WHERE id = $1 AND active = 1 AND stock_on_hand - stock_reserved >= $2",
@@ -83,13 +84,14 @@ impl Store {
         }
         for (product, quantity) in &wanted {
             sqlx::query(
-                "INSERT INTO reservation_lines (reservation_id, product_id, quantity, unit_price_cents)
-                 VALUES ($1, $2, $3, $4)",
+                "INSERT INTO reservation_lines (reservation_id, product_id, quantity, unit_price_cents, holds_stock)
+                 VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(id)
             .bind(product.id)
             .bind(quantity)
             .bind(product.price_cents)
+            .bind(i64::from(product.tracks_stock()))
             .execute(&mut *tx)
             .await?;
         }
@@ -232,14 +234,19 @@ async fn load_reservation(conn: &mut AnyConnection, id: &str) -> Result<Option<R
     }))
 }
 
+/// The lines whose stock the reservation holds (a product sold without counting stock holds
+/// none), in product id order, the order row locks are taken in.
 async fn line_quantities(conn: &mut AnyConnection, id: &str) -> Result<Vec<(i64, i64)>> {
-    sqlx::query("SELECT product_id, quantity FROM reservation_lines WHERE reservation_id = $1 ORDER BY product_id")
-        .bind(id)
-        .fetch_all(conn)
-        .await?
-        .into_iter()
-        .map(|r| Ok((r.try_get("product_id")?, r.try_get("quantity")?)))
-        .collect()
+    sqlx::query(
+        "SELECT product_id, quantity FROM reservation_lines
+         WHERE reservation_id = $1 AND holds_stock = 1 ORDER BY product_id",
+    )
+    .bind(id)
+    .fetch_all(conn)
+    .await?
+    .into_iter()
+    .map(|r| Ok((r.try_get("product_id")?, r.try_get("quantity")?)))
+    .collect()
 }
 
 /// Moves the reservation from `from` to `to` if it is still in `from`; false if someone else

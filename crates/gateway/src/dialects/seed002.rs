@@ -5,16 +5,29 @@
 //! | `POST /get-token` `{service_name, client_secret}` | not translated: the gateway answers 404, service tokens come from the users port (its own `/get-token`) |
 //! | `GET /products` | `GET /api/products` |
 //! | `GET /products/category/<category>` | `GET /api/products?category=<category>` |
-//! | `POST /create-product` `{name, price: "50000", category}` | `POST /api/products` (administrators) |
+//! | `POST /create-product` `{name, price: "50000", category}` | `POST /api/products` (administrators), `track_stock: false` unless the body counts stock |
 //! | `PUT /update-product/<id>` `{price}` | `PATCH /api/products/<id>` (administrators) |
 //! | `POST /create-order` `{product_id, quantity, customer_name}` | `POST /api/orders` |
 //! | `GET /orders` | `GET /api/orders` (your own; administrators: all) |
 
 use axum::http::Method;
+use serde_json::Value;
 
 use super::{Translation, encode, with_query};
 
 const SEED: &str = "002";
+
+/// Seed 002 creates products without a stock figure and orders them straight away: such a
+/// product is sold without counting stock, unless the request counts it.
+fn untracked_unless_counted(mut body: Value) -> Value {
+    if let Some(fields) = body.as_object_mut()
+        && !fields.contains_key("stock")
+        && !fields.contains_key("track_stock")
+    {
+        fields.insert("track_stock".into(), Value::Bool(false));
+    }
+    body
+}
 
 pub fn translate(method: &Method, path: &str, query: Option<&str>, api_call: bool) -> Option<Translation> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -30,7 +43,9 @@ pub fn translate(method: &Method, path: &str, query: Option<&str>, api_call: boo
                 with_query(format!("/api/products?category={}", encode(&decoded)), query),
             )
         }
-        (&Method::POST, ["create-product"]) => Translation::new(SEED, Method::POST, "/api/products"),
+        (&Method::POST, ["create-product"]) => {
+            Translation::new(SEED, Method::POST, "/api/products").body(untracked_unless_counted)
+        }
         (&Method::PUT, ["update-product", id]) => Translation::new(SEED, Method::PATCH, format!("/api/products/{id}")),
         (&Method::POST, ["create-order"]) => Translation::new(SEED, Method::POST, "/api/orders"),
         (&Method::GET, ["orders"]) if api_call => {

@@ -68,7 +68,21 @@ pub struct Product {
     pub stock_on_hand: i64,
     #[serde(default)]
     pub stock_reserved: i64,
+    /// False: sold without counting stock (made to order), always orderable.
+    #[serde(default = "counted")]
+    pub track_stock: bool,
     pub active: bool,
+}
+
+fn counted() -> bool {
+    true
+}
+
+impl Product {
+    /// Whether a shopper can put it in the cart now.
+    pub fn orderable(&self) -> bool {
+        self.active && (!self.track_stock || self.stock > 0)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

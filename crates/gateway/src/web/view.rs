@@ -6,7 +6,7 @@ use axum::response::{Html, IntoResponse, Response};
 use kit::money::Money;
 use maud::{DOCTYPE, Markup, html};
 
-use super::client::{Ctx, ReqState, lock};
+use super::client::{Ctx, Product, ReqState, lock};
 use super::session::{Flash, FlashKind};
 
 pub const CSS: &str = include_str!("assets/style.css");
@@ -247,11 +247,14 @@ pub fn head_row(columns: &[&str]) -> Markup {
 }
 
 /// Availability in words.
-pub fn availability(stock: i64, active: bool) -> Markup {
-    if !active {
+pub fn availability(p: &Product) -> Markup {
+    if !p.active {
         return html! { span.stock.out { "No longer sold" } };
     }
-    match stock {
+    if !p.track_stock {
+        return html! { span.stock.in { "Made to order" span.muted { " (always available)" } } };
+    }
+    match p.stock {
         s if s <= 0 => html! { span.stock.out { "Out of stock" } },
         s if s < 5 => html! { span.stock.low { "Only " (s) " left" } },
         s => html! { span.stock.in { "In stock" span.muted { " (" (s) " available)" } } },

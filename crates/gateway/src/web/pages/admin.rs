@@ -186,8 +186,12 @@ pub async fn products(ctx: Ctx, Query(q): Query<ProductsQuery>) -> PageResult {
                             td { (p.sku) }
                             td { (p.category) }
                             td.num { (money(p.price, &p.currency)) }
-                            td.num { (p.stock) }
-                            td.num { (p.stock_on_hand) }
+                            @if p.track_stock {
+                                td.num { (p.stock) }
+                                td.num { (p.stock_on_hand) }
+                            } @else {
+                                td colspan="2" { "not counted" }
+                            }
                             td { @if p.active { "on sale" } @else { span.muted { "deactivated" } } }
                         }
                     }
@@ -211,6 +215,11 @@ pub async fn products(ctx: Ctx, Query(q): Query<ProductsQuery>) -> PageResult {
                 p.hint #price-hint { "For example 19.99." }
                 label for="new-stock" { "Units in stock" }
                 input #new-stock name="stock" type="number" min="0" max="1000000000" value="0" required;
+                div.field.check {
+                    input #new-untracked name="untracked" type="checkbox" value="1" aria-describedby="untracked-hint";
+                    label for="new-untracked" { "Made to order: sell without counting stock" }
+                }
+                p.hint #untracked-hint { "Services, made-to-order and digital goods: always orderable, no count kept." }
                 label for="new-description" { "Description" }
                 textarea #new-description name="description" maxlength="2000" rows="3" {}
                 button.primary type="submit" { "Create product" }
@@ -227,6 +236,7 @@ pub struct NewProductForm {
     sku: Option<String>,
     price: Option<String>,
     stock: Option<String>,
+    untracked: Option<String>,
     description: Option<String>,
 }
 
@@ -244,8 +254,12 @@ pub async fn create_product(ctx: Ctx, CsrfForm(f): CsrfForm<NewProductForm>) -> 
         "name": field(&f.name).unwrap_or_default(),
         "category": field(&f.category).unwrap_or_default(),
         "price": field(&f.price).unwrap_or_default(),
-        "stock": stock,
     });
+    if field(&f.untracked).is_some() {
+        body["track_stock"] = json!(false);
+    } else {
+        body["stock"] = json!(stock);
+    }
     if let Some(sku) = field(&f.sku) {
         body["sku"] = json!(sku);
     }
@@ -257,7 +271,11 @@ pub async fn create_product(ctx: Ctx, CsrfForm(f): CsrfForm<NewProductForm>) -> 
         Ok(p) => {
             ctx.flash(
                 FlashKind::Success,
-                format!("{} is on sale: {} units at {}.", p.name, p.stock, money(p.price, &p.currency)),
+                if p.track_stock {
+                    format!("{} is on sale: {} units at {}.", p.name, p.stock, money(p.price, &p.currency))
+                } else {
+                    format!("{} is on sale, made to order, at {}.", p.name, money(p.price, &p.currency))
+                },
             );
             Ok(see_other(&format!("/admin/products/{}", p.id)))
         }
@@ -284,7 +302,8 @@ pub async fn product(ctx: Ctx, Path(raw): Path<String>) -> PageResult {
         }
         h1 { (p.name) }
         p {
-            (availability(p.stock, p.active)) " · " (p.stock_on_hand) " on hand, " (p.stock_reserved) " reserved · "
+            (availability(&p)) " · "
+            @if p.track_stock { (p.stock_on_hand) " on hand, " (p.stock_reserved) " reserved · " }
             @if p.active { a href={ "/products/" (p.id) } { "View in the shop" } } @else { "deactivated" }
         }
         div.columns {

@@ -129,8 +129,8 @@ async fn catalogue_page(ctx: Ctx, q: CatalogueQuery, home: bool) -> PageResult {
                             h2 { a href={ "/products/" (p.id) } { (p.name) } }
                             p.muted { (p.category) }
                             p.price { (money(p.price, &p.currency)) }
-                            p { (availability(p.stock, p.active)) }
-                            @if p.stock > 0 {
+                            p { (availability(p)) }
+                            @if p.orderable() {
                                 form method="post" action="/cart/add" {
                                     (csrf_field(&csrf))
                                     input type="hidden" name="product_id" value=(p.id);
@@ -178,9 +178,9 @@ pub async fn product(ctx: Ctx, Path(raw): Path<String>) -> PageResult {
             h1 #product-title { (p.name) }
             p.muted { "SKU " (p.sku) }
             p.price.big { (money(p.price, &p.currency)) }
-            p { (availability(p.stock, p.active)) }
+            p { (availability(&p)) }
             @if !p.description.is_empty() { p.description { (p.description) } }
-            @if p.stock > 0 && p.active {
+            @if p.orderable() {
                 div.actions {
                     form.inline-form method="post" action="/cart/add" {
                         (csrf_field(&csrf))
@@ -221,8 +221,8 @@ pub async fn buy_page(ctx: Ctx, Path(raw): Path<String>) -> PageResult {
         section.narrow aria-labelledby="buy-title" {
             h1 #buy-title { "Buy " (p.name) }
             p { "One " (p.name) " for " strong { (money(p.price, &p.currency)) } "." }
-            p { (availability(p.stock, p.active)) }
-            @if p.stock > 0 && p.active {
+            p { (availability(&p)) }
+            @if p.orderable() {
                 (buy_form(&ctx.csrf(), &p))
             }
             p { a href={ "/products/" (p.id) } { "Back to the product" } }
@@ -309,7 +309,7 @@ pub async fn cart(ctx: Ctx) -> PageResult {
                 let line_cents = p.price.cents() * line.quantity as i64;
                 total_cents += line_cents;
                 let changed = p.price.cents() != line.price_cents;
-                let short = p.stock < line.quantity as i64;
+                let short = p.track_stock && p.stock < line.quantity as i64;
                 if short || changed || !p.active {
                     problems += 1;
                 }
