@@ -125,7 +125,6 @@ pub async fn edge_auth(State(edge): State<Arc<Edge>>, mut req: Request, next: Ne
         },
     };
     match (access, &principal) {
-        (Access::Forbidden, _) => unreachable!("answered above"),
         (Access::Authenticated | Access::Requires(_), None) => {
             return Problem::from(AuthError::Missing).into_response();
         }

@@ -18,9 +18,8 @@ use serde_json::json;
 async fn an_unknown_name_and_a_wrong_password_take_the_same_time() {
     // Limits out of the way: this measures the verification, not the throttle's delays.
     let (data, settings) = TestData::new("users");
-    let settings = settings
-        .with("LOGIN_MAX_FAILURES_PER_ACCOUNT", "1000")
-        .with("LOGIN_MAX_FAILURES_PER_ADDRESS", "1000");
+    let settings =
+        settings.with("LOGIN_MAX_FAILURES_PER_ACCOUNT", "1000").with("LOGIN_MAX_FAILURES_PER_ADDRESS", "1000");
     let config = users::Config::from_settings(&settings, IpAddr::V4(Ipv4Addr::LOCALHOST), 0).expect("config");
     let server = TestServer::start(users::router(users::AppState::start(config).await.expect("users starts"))).await;
     let http = reqwest::Client::new();
