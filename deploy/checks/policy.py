@@ -69,15 +69,8 @@ REQUIRED_ENV = {
     "users": {"PORT", "USERS_DATABASE_URL", "SERVICE_CLIENTS", "JWT_PRIVATE_KEY_FILE"},
     "catalog": {"PORT", "CATALOG_DATABASE_URL", "NATS_URL", "CATALOG_CLIENT_SECRET"},
     "orders": {"PORT", "ORDERS_DATABASE_URL", "NATS_URL", "ORDERS_CLIENT_SECRET"},
-    # `migrate` parses every service's configuration (production mode included).
-    "migrate": {
-        "USERS_DATABASE_URL",
-        "CATALOG_DATABASE_URL",
-        "ORDERS_DATABASE_URL",
-        "JWT_PRIVATE_KEY_FILE",
-        "ORDERS_CLIENT_SECRET",
-        "CATALOG_CLIENT_SECRET",
-    },
+    # `migrate` reads only the database URLs.
+    "migrate": {"USERS_DATABASE_URL", "CATALOG_DATABASE_URL", "ORDERS_DATABASE_URL"},
 }
 SHARED_CONFIG = {"ORDERMESH_ENV", "LOG_FORMAT", "USER_SERVICE_URL", "CATALOG_SERVICE_URL", "ORDER_SERVICE_URL"}
 
@@ -317,7 +310,19 @@ def check_services(overlay: str, docs: list[dict], by_kind: dict) -> None:
         missing = REQUIRED_ENV["migrate"] - env_names(c, by_kind)
         if missing:
             fail(where, f"lacks settings {sorted(missing)}")
-        check_key_mount(where, j["spec"]["template"]["spec"], c, env_value(c, "JWT_PRIVATE_KEY_FILE") or "")
+        # Least privilege: migrations read the database URLs and nothing else.
+        spec = j["spec"]["template"]["spec"]
+        secrets = {v["secret"]["secretName"] for v in spec.get("volumes") or [] if v.get("secret")}
+        secrets |= {
+            (e.get("valueFrom") or {}).get("secretKeyRef", {}).get("name")
+            for e in c.get("env") or []
+            if (e.get("valueFrom") or {}).get("secretKeyRef")
+        }
+        secrets |= {(s.get("secretRef") or {}).get("name") for s in c.get("envFrom") or [] if s.get("secretRef")}
+        # (The dev overlay's generated Secrets carry kustomize's 10-character hash suffix.)
+        extra = {s for s in secrets if re.sub(r"-[a-z0-9]{10}$", "", s) != "ordermesh-database"}
+        if extra:
+            fail(where, f"gets Secrets migrations do not read: {sorted(extra)}")
     # Ingress → gateway
     ingresses = list(by_kind.get("Ingress", {}).values())
     if not ingresses:
@@ -574,8 +579,8 @@ def check_compose(path: str) -> None:
             for k, v in env.items():
                 if (k in ("SERVICE_CLIENTS", "SESSION_KEY") or k.endswith("_CLIENT_SECRET")) and ("dev-" in v):
                     fail(where, f"{name}: {k} is a dev- secret, refused in production mode")
-    if "jwt_private_key" not in (services.get("migrate", {}).get("secrets") or []):
-        fail(where, "migrate does not mount the jwt_private_key secret its configuration names")
+    if services.get("migrate", {}).get("secrets"):
+        fail(where, "migrate mounts secrets; migrations read only the database URLs")
     clients = dict(pair.split(":", 1) for pair in example_env.get("SERVICE_CLIENTS", "").split(",") if ":" in pair)
     for client in ("orders", "gateway", "catalog"):
         key = f"{client.upper()}_CLIENT_SECRET"
