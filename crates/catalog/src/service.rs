@@ -216,7 +216,10 @@ impl Catalog {
         let this = Arc::downgrade(self);
         let every = self.config.sweep_interval;
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
+            // The first sweep comes one interval after start, not at once: a catalog that
+            // starts beside running orders gives their late commits that interval too, and
+            // a test that drives expiry by hand (interval "1h") is never raced by a sweep.
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
