@@ -34,6 +34,8 @@ pub struct Config {
     pub identity: kit::auth::ClientIdentity,
     /// Consume order events from NATS JetStream (they can still arrive over HTTP too).
     pub nats: Option<kit::events::nats::Topology>,
+    /// What a picture upload may be.
+    pub images: crate::images::ImageLimits,
 }
 
 impl Config {
@@ -75,6 +77,22 @@ impl Config {
                 Duration::from_secs(1),
             )?,
             nats: kit::events::nats::Topology::from_settings(&s)?,
+            images: image_limits(&s)?,
         })
     }
+}
+
+fn image_limits(s: &kit::config::Scoped<'_>) -> Result<crate::images::ImageLimits, ConfigError> {
+    let defaults = crate::images::ImageLimits::default();
+    Ok(crate::images::ImageLimits {
+        max_bytes: s.parse_checked(&["IMAGE_MAX_BYTES"], defaults.max_bytes, |n: &usize| {
+            if (1024..=64 * 1024 * 1024).contains(n) { Ok(()) } else { Err("must be between 1 KiB and 64 MiB".into()) }
+        })?,
+        max_pixels: s.parse_checked(&["IMAGE_MAX_PIXELS"], defaults.max_pixels, |n: &u64| {
+            if (1..=100_000_000).contains(n) { Ok(()) } else { Err("must be between 1 and 100000000".into()) }
+        })?,
+        per_product: s.parse_checked(&["IMAGES_PER_PRODUCT"], defaults.per_product, |n: &usize| {
+            if (1..=100).contains(n) { Ok(()) } else { Err("must be between 1 and 100".into()) }
+        })?,
+    })
 }

@@ -3,6 +3,11 @@
 //! client orders a Laptop at 999.99 and two Mice at 29.99, totalling 1059.97; seed 001 orders a
 //! "Go Programming Book" at 29.99; seed 002 lists Electronics such as an iPhone).
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use crate::images::{ImageLimits, ImageRefusal, Renditions};
+
 pub struct DemoProduct {
     pub sku: &'static str,
     pub name: &'static str,
@@ -10,11 +15,28 @@ pub struct DemoProduct {
     pub category: &'static str,
     pub price: &'static str,
     pub stock: i64,
+    /// Drawn by `examples/draw_demo_pictures.rs`.
+    pub picture: &'static [u8],
+}
+
+impl DemoProduct {
+    /// The picture's renditions, made once per process: tests start many catalogs, and the
+    /// drawings are the project's own, within every limit.
+    pub fn renditions(&self) -> Result<Renditions, ImageRefusal> {
+        static MADE: Mutex<BTreeMap<&'static str, Renditions>> = Mutex::new(BTreeMap::new());
+        if let Some(made) = MADE.lock().unwrap_or_else(|e| e.into_inner()).get(self.sku) {
+            return Ok(made.clone());
+        }
+        let made = crate::images::process(self.picture, &ImageLimits::default())?;
+        MADE.lock().unwrap_or_else(|e| e.into_inner()).insert(self.sku, made.clone());
+        Ok(made)
+    }
 }
 
 pub const DEMO_PRODUCTS: &[DemoProduct] = &[
     DemoProduct {
         sku: "LAPTOP-15",
+        picture: include_bytes!("../demo-pictures/LAPTOP-15.png"),
         name: "Laptop",
         description: "15-inch laptop, 16 GB RAM, 512 GB SSD.",
         category: "Electronics",
@@ -23,6 +45,7 @@ pub const DEMO_PRODUCTS: &[DemoProduct] = &[
     },
     DemoProduct {
         sku: "MOUSE-WL",
+        picture: include_bytes!("../demo-pictures/MOUSE-WL.png"),
         name: "Mouse",
         description: "Wireless optical mouse.",
         category: "Electronics",
@@ -31,6 +54,7 @@ pub const DEMO_PRODUCTS: &[DemoProduct] = &[
     },
     DemoProduct {
         sku: "BOOK-GO",
+        picture: include_bytes!("../demo-pictures/BOOK-GO.png"),
         name: "Go Programming Book",
         description: "A practical introduction to Go.",
         category: "Books",
@@ -39,6 +63,7 @@ pub const DEMO_PRODUCTS: &[DemoProduct] = &[
     },
     DemoProduct {
         sku: "IPHONE-15",
+        picture: include_bytes!("../demo-pictures/IPHONE-15.png"),
         name: "iPhone",
         description: "Smartphone, 128 GB.",
         category: "Electronics",
@@ -47,6 +72,7 @@ pub const DEMO_PRODUCTS: &[DemoProduct] = &[
     },
     DemoProduct {
         sku: "KEYB-MECH",
+        picture: include_bytes!("../demo-pictures/KEYB-MECH.png"),
         name: "Mechanical Keyboard",
         description: "Tenkeyless keyboard with brown switches.",
         category: "Electronics",
@@ -55,6 +81,7 @@ pub const DEMO_PRODUCTS: &[DemoProduct] = &[
     },
     DemoProduct {
         sku: "MON-27",
+        picture: include_bytes!("../demo-pictures/MON-27.png"),
         name: "27-inch Monitor",
         description: "27-inch 1440p IPS monitor.",
         category: "Electronics",
@@ -63,6 +90,7 @@ pub const DEMO_PRODUCTS: &[DemoProduct] = &[
     },
     DemoProduct {
         sku: "HEAD-NC",
+        picture: include_bytes!("../demo-pictures/HEAD-NC.png"),
         name: "Noise-Cancelling Headphones",
         description: "Over-ear Bluetooth headphones.",
         category: "Electronics",
@@ -71,6 +99,7 @@ pub const DEMO_PRODUCTS: &[DemoProduct] = &[
     },
     DemoProduct {
         sku: "BOOK-RUST",
+        picture: include_bytes!("../demo-pictures/BOOK-RUST.png"),
         name: "Rust in Practice",
         description: "Writing reliable systems software in Rust.",
         category: "Books",
@@ -79,6 +108,7 @@ pub const DEMO_PRODUCTS: &[DemoProduct] = &[
     },
     DemoProduct {
         sku: "BOOK-DDIA",
+        picture: include_bytes!("../demo-pictures/BOOK-DDIA.png"),
         name: "Designing Data-Intensive Applications",
         description: "The big ideas behind reliable, scalable systems.",
         category: "Books",
@@ -87,6 +117,7 @@ pub const DEMO_PRODUCTS: &[DemoProduct] = &[
     },
     DemoProduct {
         sku: "DESK-LAMP",
+        picture: include_bytes!("../demo-pictures/DESK-LAMP.png"),
         name: "Desk Lamp",
         description: "LED desk lamp with adjustable colour temperature.",
         category: "Office",
@@ -95,6 +126,7 @@ pub const DEMO_PRODUCTS: &[DemoProduct] = &[
     },
     DemoProduct {
         sku: "CHAIR-ERGO",
+        picture: include_bytes!("../demo-pictures/CHAIR-ERGO.png"),
         name: "Ergonomic Chair",
         description: "Mesh office chair with lumbar support.",
         category: "Office",
@@ -103,6 +135,7 @@ pub const DEMO_PRODUCTS: &[DemoProduct] = &[
     },
     DemoProduct {
         sku: "MUG-CERAMIC",
+        picture: include_bytes!("../demo-pictures/MUG-CERAMIC.png"),
         name: "Coffee Mug",
         description: "350 ml ceramic mug.",
         category: "Home",

@@ -14,7 +14,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use kit::auth::{Auth, MaybeAuth};
-use kit::extract::{Json, Path, Query};
+use kit::extract::{ForwardedPrefix, Json, Path, Query};
 
 use crate::AppState;
 use crate::error::Result;
@@ -36,6 +36,7 @@ pub fn routes() -> Router<AppState> {
 pub async fn products_in_category(
     state: State<AppState>,
     caller: MaybeAuth,
+    prefix: ForwardedPrefix,
     Path(category): Path<String>,
     Query(mut q): Query<ListQuery>,
 ) -> Result<Response> {
@@ -46,7 +47,7 @@ pub async fn products_in_category(
             .into());
     }
     q.category = Some(category);
-    routes::list_products(state, caller, Query(q)).await
+    routes::list_products(state, caller, prefix, Query(q)).await
 }
 
 #[utoipa::path(put, path = "/update-product/{id}", tag = "seed dialects", security(("bearer" = [])), request_body = UpdateProduct,
@@ -57,10 +58,11 @@ pub async fn update_product(
     state: State<AppState>,
     caller: Auth,
     id: Path<String>,
+    prefix: ForwardedPrefix,
     headers: HeaderMap,
     body: Json<UpdateProduct>,
 ) -> Result<Response> {
-    routes::patch_product(state, caller, id, headers, body).await
+    routes::patch_product(state, caller, id, prefix, headers, body).await
 }
 
 /// Seed 002 creates products without a stock figure and orders them straight away: such a
@@ -68,10 +70,11 @@ pub async fn update_product(
 pub async fn create_product(
     state: State<AppState>,
     caller: Auth,
+    prefix: ForwardedPrefix,
     Json(mut body): Json<CreateProduct>,
 ) -> Result<Response> {
     if body.stock.is_none() && body.track_stock.is_none() {
         body.track_stock = Some(false);
     }
-    routes::create_product(state, caller, Json(body)).await
+    routes::create_product(state, caller, prefix, Json(body)).await
 }

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod dialects;
 pub mod domain;
 pub mod error;
+pub mod images;
 pub mod routes;
 pub mod service;
 pub mod store;
@@ -62,6 +63,8 @@ impl FromRef<AppState> for TokenVerifier {
         routes::patch_product, routes::deactivate_product, routes::set_price, routes::adjust_stock,
         routes::categories, routes::reserve, routes::get_reservation, routes::commit, routes::release,
         routes::receive_events, routes::event_stats, routes::processed_events,
+        images::routes::upload_image, images::routes::update_image, images::routes::delete_image,
+        images::routes::get_rendition,
         dialects::products_in_category, dialects::update_product,
     ),
     components(schemas(kit::Problem)),
@@ -102,5 +105,5 @@ pub fn router(state: AppState) -> Router {
     let shell =
         ServiceShell::new(SERVICE, state.metrics.clone(), state.catalog.config.server.clone(), ApiDoc::openapi())
             .with_database(state.catalog.store().db().clone());
-    shell.wrap(routes::api().merge(dialects::routes()).with_state(state))
+    shell.wrap(routes::api().merge(images::routes::routes()).merge(dialects::routes()).with_state(state))
 }

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use kit::auth::{Auth, MaybeAuth};
 use kit::events::{DeliveryReport, EventBatch};
-use kit::extract::{Json, Path, Query};
+use kit::extract::{ForwardedPrefix, Json, Path, Query};
 use kit::money::Money;
 use kit::pagination::{PageRequest, Paged};
 use kit::problem::ProblemResponses;
@@ -215,12 +215,19 @@ fn if_match(headers: &HeaderMap) -> Option<String> {
     headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
-fn with_etag(status: StatusCode, row: &ProductRow) -> Response {
-    let mut res = (status, Json(Product::from(row))).into_response();
+/// A product with its pictures and its ETag.
+async fn with_etag(
+    state: &AppState,
+    status: StatusCode,
+    row: &ProductRow,
+    prefix: &ForwardedPrefix,
+) -> Result<Response> {
+    let product = state.catalog.product(row, &prefix.0).await?;
+    let mut res = (status, Json(product)).into_response();
     if let Ok(tag) = HeaderValue::from_str(&row.etag()) {
         res.headers_mut().insert(header::ETAG, tag);
     }
-    res
+    Ok(res)
 }
 
 #[utoipa::path(get, path = "/products", tag = "products", params(ListQuery),
@@ -228,10 +235,11 @@ fn with_etag(status: StatusCode, row: &ProductRow) -> Response {
 pub async fn list_products(
     State(state): State<AppState>,
     MaybeAuth(caller): MaybeAuth,
+    prefix: ForwardedPrefix,
     Query(q): Query<ListQuery>,
 ) -> Result<Response> {
     let (filter, page) = q.into_filter()?;
-    let listing = state.catalog.list(filter, page, caller.as_deref()).await?;
+    let listing = state.catalog.list(filter, page, caller.as_deref(), &prefix.0).await?;
     let total = listing.total;
     let mut res = Json(listing).into_response();
     res.headers_mut().insert("x-total-count", HeaderValue::from(total));
@@ -245,10 +253,11 @@ pub async fn list_products(
 pub async fn get_product(
     State(state): State<AppState>,
     MaybeAuth(caller): MaybeAuth,
+    prefix: ForwardedPrefix,
     Path(id): Path<String>,
 ) -> Result<Response> {
     let row = state.catalog.get(&id, caller.as_deref()).await?;
-    Ok(with_etag(StatusCode::OK, &row))
+    with_etag(&state, StatusCode::OK, &row, &prefix).await
 }
 
 #[utoipa::path(post, path = "/products", tag = "products", security(("bearer" = [])), request_body = CreateProduct,
@@ -256,6 +265,7 @@ pub async fn get_product(
 pub async fn create_product(
     State(state): State<AppState>,
     Auth(caller): Auth,
+    prefix: ForwardedPrefix,
     Json(body): Json<CreateProduct>,
 ) -> Result<Response> {
     let input = ProductInput {
@@ -270,7 +280,7 @@ pub async fn create_product(
         stock: body.stock,
     };
     let row = state.catalog.create(&caller, input).await?;
-    let mut res = with_etag(StatusCode::CREATED, &row);
+    let mut res = with_etag(&state, StatusCode::CREATED, &row, &prefix).await?;
     if let Ok(location) = HeaderValue::from_str(&format!("/products/{}", row.id)) {
         res.headers_mut().insert(header::LOCATION, location);
     }
@@ -284,12 +294,13 @@ pub async fn replace_product(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
+    prefix: ForwardedPrefix,
     headers: HeaderMap,
     Json(body): Json<UpdateProduct>,
 ) -> Result<Response> {
     let id = product_id(&id)?;
     let row = state.catalog.update(&caller, id, body.into(), true, if_match(&headers).as_deref()).await?;
-    Ok(with_etag(StatusCode::OK, &row))
+    with_etag(&state, StatusCode::OK, &row, &prefix).await
 }
 
 #[utoipa::path(patch, path = "/products/{id}", tag = "products", security(("bearer" = [])), request_body = UpdateProduct,
@@ -299,12 +310,13 @@ pub async fn patch_product(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
+    prefix: ForwardedPrefix,
     headers: HeaderMap,
     Json(body): Json<UpdateProduct>,
 ) -> Result<Response> {
     let id = product_id(&id)?;
     let row = state.catalog.update(&caller, id, body.into(), false, if_match(&headers).as_deref()).await?;
-    Ok(with_etag(StatusCode::OK, &row))
+    with_etag(&state, StatusCode::OK, &row, &prefix).await
 }
 
 #[utoipa::path(delete, path = "/products/{id}", tag = "products", security(("bearer" = [])),
@@ -314,12 +326,13 @@ pub async fn deactivate_product(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
+    prefix: ForwardedPrefix,
     headers: HeaderMap,
 ) -> Result<Response> {
     let id = product_id(&id)?;
     let input = ProductInput { active: Some(false), ..ProductInput::default() };
     let row = state.catalog.update(&caller, id, input, false, if_match(&headers).as_deref()).await?;
-    Ok(with_etag(StatusCode::OK, &row))
+    with_etag(&state, StatusCode::OK, &row, &prefix).await
 }
 
 #[utoipa::path(put, path = "/products/{id}/price", tag = "products", security(("bearer" = [])), request_body = PriceChange,
@@ -329,13 +342,14 @@ pub async fn set_price(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
+    prefix: ForwardedPrefix,
     headers: HeaderMap,
     Json(body): Json<PriceChange>,
 ) -> Result<Response> {
     let id = product_id(&id)?;
     let input = ProductInput { price: Some(body.price), ..ProductInput::default() };
     let row = state.catalog.update(&caller, id, input, false, if_match(&headers).as_deref()).await?;
-    Ok(with_etag(StatusCode::OK, &row))
+    with_etag(&state, StatusCode::OK, &row, &prefix).await
 }
 
 #[utoipa::path(post, path = "/products/{id}/stock", tag = "products", security(("bearer" = [])), request_body = StockAdjustment,
@@ -345,6 +359,7 @@ pub async fn adjust_stock(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
+    prefix: ForwardedPrefix,
     headers: HeaderMap,
     Json(body): Json<StockAdjustment>,
 ) -> Result<Response> {
@@ -357,7 +372,7 @@ pub async fn adjust_stock(
         _ => return Err(CatalogError::invalid("body", "needs exactly one of delta or on_hand")),
     };
     let row = state.catalog.change_stock(&caller, id, change, if_match(&headers).as_deref()).await?;
-    Ok(with_etag(StatusCode::OK, &row))
+    with_etag(&state, StatusCode::OK, &row, &prefix).await
 }
 
 #[utoipa::path(get, path = "/categories", tag = "products",

@@ -40,6 +40,9 @@ pub struct Product {
     pub stock_on_hand: i64,
     pub stock_reserved: i64,
     pub active: bool,
+    /// Pictures, the main one first.
+    #[serde(default)]
+    pub images: Vec<crate::images::ProductImage>,
     #[schema(format = "date-time")]
     pub created_at: String,
     #[schema(format = "date-time")]
@@ -62,6 +65,7 @@ impl From<&ProductRow> for Product {
             stock_on_hand: r.stock_on_hand,
             stock_reserved: r.stock_reserved,
             active: r.is_active(),
+            images: Vec::new(),
             created_at: rfc3339(r.created_at),
             updated_at: rfc3339(r.updated_at),
         }
@@ -203,13 +207,25 @@ impl Catalog {
                 )
                 .await;
             match created {
+                Ok(row) => self.add_demo_picture(&row, p).await?,
                 // Another instance starting at the same moment seeded this one first.
-                Ok(_) | Err(CatalogError::Conflict(_)) => {}
+                Err(CatalogError::Conflict(_)) => {}
                 Err(e) => return Err(e),
             }
         }
         tracing::info!(products = crate::demo::DEMO_PRODUCTS.len(), "demo catalogue created");
         Ok(())
+    }
+
+    async fn add_demo_picture(&self, row: &ProductRow, p: &crate::demo::DemoProduct) -> Result<()> {
+        let renditions =
+            p.renditions().map_err(|e| CatalogError::Internal(format!("demo picture of {}: {e}", p.sku)))?;
+        let alt = format!("Drawing of the {}", p.name);
+        let per_product = self.config.images.per_product;
+        match self.store.add_image(row.id, &renditions, &alt, crate::store::Placement::Main, per_product).await {
+            Ok(_) | Err(CatalogError::Conflict(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     fn spawn_expiry_sweeper(self: &Arc<Self>) {
@@ -253,12 +269,13 @@ impl Catalog {
         filter: ListFilter,
         page: PageRequest,
         caller: Option<&Principal>,
+        link_prefix: &str,
     ) -> Result<Paged<Product>> {
         if filter.include_inactive && !caller.is_some_and(|p| p.has(Permission::ProductManage)) {
             return Err(CatalogError::Forbidden("Only administrators see inactive products.".into()));
         }
         let (rows, total) = self.store.list(&filter, page).await?;
-        Ok(Paged::new(rows.iter().map(Product::from).collect(), page, total))
+        Ok(Paged::new(self.products(&rows, link_prefix).await?, page, total))
     }
 
     /// One product by numeric id or by SKU. Inactive products are visible to administrators
@@ -281,7 +298,7 @@ impl Catalog {
         Ok(self.store.categories().await?.into_iter().map(|(name, count)| CategoryCount { name, count }).collect())
     }
 
-    fn require_admin(caller: &Principal) -> Result<()> {
+    pub(crate) fn require_admin(caller: &Principal) -> Result<()> {
         if caller.has(Permission::ProductManage) {
             Ok(())
         } else {

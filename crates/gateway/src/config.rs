@@ -106,6 +106,10 @@ pub struct Config {
     /// with the old cookie). Later, it is a replay: the users service sees it and ends the
     /// whole session.
     pub session_refresh_grace: Duration,
+    /// The body limit for file uploads through `/api` (product pictures;
+    /// `UPLOAD_LIMIT_BYTES`, default 16 MiB); every other request keeps `BODY_LIMIT_BYTES`.
+    /// The catalog's `IMAGE_MAX_BYTES` is the limit a picture is judged by.
+    pub upload_limit: usize,
 }
 
 fn quota(
@@ -223,7 +227,15 @@ impl Config {
                 ),
             ));
         }
+        let upload_limit = s.parse_checked(&["UPLOAD_LIMIT_BYTES"], 16 * 1024 * 1024, |n: &usize| {
+            if (1024..=256 * 1024 * 1024).contains(n) {
+                Ok(())
+            } else {
+                Err("must be between 1 KiB and 256 MiB".into())
+            }
+        })?;
         Ok(Config {
+            upload_limit,
             server,
             upstreams,
             jwt: JwtSettings::from_settings(&s)?,

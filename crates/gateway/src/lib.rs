@@ -93,6 +93,7 @@ impl AppState {
             resilience: r.clone(),
             trusted: config.trusted_proxies.clone(),
             body_limit: config.server.body_limit,
+            upload_limit: config.upload_limit,
             metrics: metrics.clone(),
         });
         health::spawn_breaker_gauges(metrics.clone(), vec![users.clone(), catalog.clone(), orders.clone()]);

@@ -73,6 +73,8 @@ pub struct Proxy {
     pub resilience: Resilience,
     pub trusted: TrustedProxies,
     pub body_limit: usize,
+    /// For requests whose body is a file ([`crate::rules::is_upload`]).
+    pub upload_limit: usize,
     pub metrics: Metrics,
 }
 
@@ -97,10 +99,15 @@ impl Proxy {
         let (parts, body) = req.into_parts();
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
         let retryable = Self::retryable(&parts.method, &parts.headers);
+        let body_limit = if crate::rules::is_upload(&parts.method, upstream_path_and_query) {
+            self.upload_limit
+        } else {
+            self.body_limit
+        };
         let length =
             parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-        if length.is_some_and(|l| l > self.body_limit as u64) {
-            return kit::extract::payload_too_large(format!("The body may be at most {} bytes.", self.body_limit))
+        if length.is_some_and(|l| l > body_limit as u64) {
+            return kit::extract::payload_too_large(format!("The body may be at most {} bytes.", body_limit))
                 .into_response();
         }
         // Small bodies (all of this API's JSON) and retryable requests are buffered, within the
@@ -111,19 +118,16 @@ impl Proxy {
         let mut streaming: Option<Body> = None;
         let client_fault = Arc::new(OnceLock::new());
         if retryable || small {
-            match http_body_util::Limited::new(body, self.body_limit).collect().await {
+            match http_body_util::Limited::new(body, body_limit).collect().await {
                 Ok(collected) => buffered = Some(collected.to_bytes()),
                 Err(_) => {
-                    return kit::extract::payload_too_large(format!(
-                        "The body may be at most {} bytes.",
-                        self.body_limit
-                    ))
-                    .into_response();
+                    return kit::extract::payload_too_large(format!("The body may be at most {} bytes.", body_limit))
+                        .into_response();
                 }
             }
         } else {
             streaming = Some(Body::new(ClientBody {
-                inner: http_body_util::Limited::new(body, self.body_limit),
+                inner: http_body_util::Limited::new(body, body_limit),
                 fault: client_fault.clone(),
             }));
         }
@@ -187,7 +191,7 @@ impl Proxy {
                 self.count(upstream.name, &instance.authority, "client_body_error");
                 return match fault {
                     ClientFault::TooLarge => {
-                        kit::extract::payload_too_large(format!("The body may be at most {} bytes.", self.body_limit))
+                        kit::extract::payload_too_large(format!("The body may be at most {} bytes.", body_limit))
                             .into_response()
                     }
                     ClientFault::Broken => Problem::bad_request("The request body could not be read.").into_response(),
@@ -300,6 +304,9 @@ impl Proxy {
                 out.insert(HeaderName::from_static("x-forwarded-for"), v);
             }
         }
+        // The services write links into their answers (product pictures); they are served
+        // here under `/api`, whatever a client or an earlier proxy said.
+        out.insert(HeaderName::from_static("x-forwarded-prefix"), HeaderValue::from_static("/api"));
         if !out.contains_key("x-forwarded-proto") {
             out.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("http"));
         }

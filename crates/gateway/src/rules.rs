@@ -83,6 +83,14 @@ pub fn access(method: &Method, path: &str) -> Access {
     }
 }
 
+/// Requests whose body is a file rather than JSON (a product picture, `POST
+/// /products/{id}/images` on the catalog): they get the upload limit instead of the body limit.
+pub fn is_upload(method: &Method, upstream_path_and_query: &str) -> bool {
+    let path = upstream_path_and_query.split('?').next().unwrap_or_default();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    method == Method::POST && matches!(segments.as_slice(), ["products", _, "images"])
+}
+
 /// The path of the users service's logout, whose success the gateway also records locally so
 /// the token is refused here at once.
 pub fn is_logout(method: &Method, path: &str) -> bool {
@@ -124,5 +132,14 @@ mod tests {
         assert_eq!(access(&Method::TRACE, "/api/events/stats"), Requires(Permission::SystemAdmin));
         assert_eq!(access(&Method::POST, "/api/users"), CredentialAttempt);
         assert_eq!(access(&Method::POST, "/api/auth/token"), Forbidden);
+    }
+
+    #[test]
+    fn only_picture_uploads_get_the_upload_limit() {
+        assert!(is_upload(&Method::POST, "/products/3/images?alt=x"));
+        assert!(!is_upload(&Method::POST, "/products/3/images/abc"));
+        assert!(!is_upload(&Method::PUT, "/products/3/images"));
+        assert!(!is_upload(&Method::POST, "/products"));
+        assert!(!is_upload(&Method::POST, "/orders/3/images"));
     }
 }

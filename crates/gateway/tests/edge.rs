@@ -137,8 +137,18 @@ async fn canonical_api_works_through_the_gateway() {
     let gw = gateway(services.settings()).await;
     let http = reqwest::Client::new();
     let via_gateway: Value = http.get(gw.url("/api/products/1")).send().await.unwrap().json().await.unwrap();
-    let direct: Value = http.get(services.catalog.url("/products/1")).send().await.unwrap().json().await.unwrap();
+    // The same answer, its links (product pictures) under the gateway's `/api`.
+    let direct: Value = http
+        .get(services.catalog.url("/products/1"))
+        .header("x-forwarded-prefix", "/api")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(via_gateway, direct);
+    assert!(via_gateway["images"][0]["url"].as_str().unwrap().starts_with("/api/products/1/images/"));
     let (status, _) = {
         let r = http.get(gw.url("/api/products?category=Books&per_page=2")).send().await.unwrap();
         (r.status(), ())

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::{SECRET, Services, gateway, login};
+use common::{Jar, SECRET, Services, csrf_in, gateway, login};
 
 async fn send(
     http: &reqwest::Client,
@@ -75,24 +75,6 @@ async fn every_registration_path_shares_the_registration_quota() {
     services.finish().await;
 }
 
-/// The storefront's cookies as a browser keeps them: each `Set-Cookie` replaces its name's value.
-#[derive(Clone, Default)]
-struct Jar(std::collections::BTreeMap<String, String>);
-
-impl Jar {
-    fn take(&mut self, res: &reqwest::Response) {
-        for set in res.headers().get_all("set-cookie") {
-            let pair = set.to_str().unwrap().split(';').next().unwrap();
-            let (name, value) = pair.split_once('=').unwrap();
-            self.0.insert(name.to_string(), value.to_string());
-        }
-    }
-
-    fn header(&self) -> String {
-        self.0.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join("; ")
-    }
-}
-
 /// Finding 1: a storefront cookie copied before its session's refresh token was exchanged
 /// signed its thief in as the victim long after (the gateway handed the exchanged tokens to
 /// any later copy of the old cookie), and the victim never noticed. Now, past the refresh
@@ -109,9 +91,7 @@ async fn a_storefront_cookie_replayed_after_its_refresh_ends_the_session() {
     let mut victim = Jar::default();
     let page = http.get(gw.url("/login")).header("accept", "text/html").send().await.unwrap();
     victim.take(&page);
-    let html = page.text().await.unwrap();
-    let at = html.find("name=\"_csrf\" value=\"").unwrap() + "name=\"_csrf\" value=\"".len();
-    let csrf = html[at..].split('"').next().unwrap().to_string();
+    let csrf = csrf_in(&page.text().await.unwrap());
     let res = http
         .post(gw.url("/login"))
         .header("content-type", "application/x-www-form-urlencoded")

@@ -264,3 +264,47 @@ mod tests {
         assert_eq!(field_from_serde_message("expected a string").as_deref(), None);
     }
 }
+
+/// The path a proxy in front serves this service under (`X-Forwarded-Prefix`; the gateway
+/// sends `/api`), for the links a service writes into its answers. It only shapes links in
+/// the caller's own answer, so it needs no trust; anything but a short plain path is ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForwardedPrefix(pub String);
+
+impl ForwardedPrefix {
+    pub fn parse(value: &str) -> Option<ForwardedPrefix> {
+        let plain = value.len() <= 64
+            && value.starts_with('/')
+            && !value.contains("//")
+            && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.'))
+            && !value.split('/').any(|segment| segment == "..");
+        plain.then(|| ForwardedPrefix(value.trim_end_matches('/').to_string()))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ForwardedPrefix {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .headers
+            .get("x-forwarded-prefix")
+            .and_then(|v| v.to_str().ok())
+            .and_then(ForwardedPrefix::parse)
+            .unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod forwarded_prefix_tests {
+    use super::ForwardedPrefix;
+
+    #[test]
+    fn only_plain_paths_become_link_prefixes() {
+        assert_eq!(ForwardedPrefix::parse("/api"), Some(ForwardedPrefix("/api".into())));
+        assert_eq!(ForwardedPrefix::parse("/shop/api/"), Some(ForwardedPrefix("/shop/api".into())));
+        for bad in ["api", "//evil.example", "/a/../b", "/a b", "/\"><script>", "https://x"] {
+            assert_eq!(ForwardedPrefix::parse(bad), None, "{bad}");
+        }
+    }
+}

@@ -166,7 +166,7 @@ impl utoipa::IntoResponses for ProblemResponses {
             ("409", "Conflicts with the current state"),
             ("412", "The resource changed since the given ETag (If-Match)"),
             ("413", "Request body too large"),
-            ("415", "Body is not JSON"),
+            ("415", "Body of a type this operation does not take (not JSON; not a JPEG, PNG or WebP picture)"),
             ("422", "Well-formed but invalid content; `field` names the culprit"),
             ("429", "Rate limited; see Retry-After"),
             ("503", "A dependency is unavailable; see Retry-After"),

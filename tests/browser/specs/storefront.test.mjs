@@ -23,6 +23,12 @@ import {
 const suffix = `${Date.now().toString(36)}${Math.floor(Math.random() * 1e4)}`;
 const shopper = { name: `Sam Shopper ${suffix}`, username: `sam${suffix}`, email: `sam${suffix}@example.com`, password: 'correct-horse-42' };
 const ORDER_URL = /\/purchases\/[0-9a-f-]{36}$/;
+/** The demo catalogue (crates/catalog/src/demo.rs), each with its drawn picture. */
+const DEMO_PRODUCTS = [
+  'Laptop', 'Mouse', 'Go Programming Book', 'iPhone', 'Mechanical Keyboard', '27-inch Monitor',
+  'Noise-Cancelling Headphones', 'Rust in Practice', 'Designing Data-Intensive Applications', 'Desk Lamp',
+  'Ergonomic Chair', 'Coffee Mug',
+];
 
 let browser;
 let sam; // { context, page } of the new customer
@@ -425,13 +431,70 @@ describe('any screen, any visitor', () => {
       requests: items.map((r) => ({ url: r.url.replace(BASE, ''), bytes: r.bytes })),
     };
     assert.ok(items.every((r) => r.url.startsWith(BASE)), 'nothing from another origin');
-    assert.ok(total < 100_000, `catalogue weighs ${total} bytes`);
+    measurements.catalogue_page_weight.pictures = items.filter((r) => r.url.endsWith('.jpg')).length;
+    assert.ok(total < 150_000, `catalogue weighs ${total} bytes, pictures included`);
     const headers = res.headers();
     assert.match(headers['content-security-policy'], /frame-ancestors 'none'/);
     assert.equal(headers['x-frame-options'], 'DENY');
     assert.equal(headers['x-content-type-options'], 'nosniff');
     assert.ok(headers['referrer-policy']);
     await shot(page, 'catalogue');
+    await context.close();
+  });
+
+  test('every demo product shows its picture, and a second visit takes them from the cache', async () => {
+    const { context, page } = await person(browser);
+    const cdp = await context.newCDPSession(page);
+    await cdp.send('Network.enable');
+    let pictures = new Map();
+    // Chromium says "served from cache" before it reports the response.
+    const servedFromCache = new Set();
+    cdp.on('Network.requestServedFromCache', (e) => servedFromCache.add(e.requestId));
+    cdp.on('Network.responseReceived', (e) => {
+      if (e.type !== 'Image') return;
+      const cached = Boolean(e.response.fromDiskCache || e.response.fromMemoryCache) || servedFromCache.has(e.requestId);
+      pictures.set(e.requestId, { url: e.response.url.replace(BASE, ''), status: e.response.status, cached });
+    });
+    /** Opens each demo category and waits for every card's picture to be drawn. */
+    async function visit() {
+      const shown = [];
+      for (const category of ['Electronics', 'Books', 'Office', 'Home']) {
+        await page.goto(`/products?category=${category}`);
+        for (const card of await page.locator('ul.products li.card').all()) {
+          const img = card.locator('img.thumb');
+          await img.scrollIntoViewIfNeeded();
+          const width = await img.evaluate((el) =>
+            el.complete && el.naturalWidth
+              ? el.naturalWidth
+              : new Promise((ok) => el.addEventListener('load', () => ok(el.naturalWidth), { once: true })),
+          );
+          shown.push({ name: await card.locator('h2').innerText(), width, alt: await img.getAttribute('alt') });
+        }
+        await shot(page, `catalogue-pictures-${category.toLowerCase()}`);
+      }
+      return shown;
+    }
+    const shown = await visit();
+    for (const name of DEMO_PRODUCTS) {
+      const card = shown.find((c) => c.name === name);
+      assert.ok(card, `${name} is in the catalogue`);
+      assert.ok(card.width > 0, `${name}'s picture was drawn`);
+      assert.ok(card.alt.includes(name), `${name}'s picture says what it shows: ${card.alt}`);
+    }
+    const first = [...pictures.values()];
+    assert.ok(first.length >= DEMO_PRODUCTS.length, `${first.length} pictures loaded`);
+    assert.ok(first.every((r) => r.url.startsWith('/api/products/') && r.status === 200), JSON.stringify(first));
+
+    pictures = new Map();
+    await visit();
+    const second = [...pictures.values()];
+    measurements.pictures_second_visit = {
+      requests: second.length,
+      from_cache: second.filter((r) => r.cached).length,
+      revalidated_304: second.filter((r) => r.status === 304).length,
+    };
+    assert.ok(second.length >= DEMO_PRODUCTS.length, `${second.length} pictures on the second visit`);
+    assert.ok(second.every((r) => r.cached || r.status === 304), `not from cache: ${JSON.stringify(second)}`);
     await context.close();
   });
 

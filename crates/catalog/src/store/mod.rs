@@ -11,9 +11,11 @@ use crate::domain::{ReservationState, SortOrder};
 use crate::error::{CatalogError, Result};
 
 mod events;
+mod images;
 mod reservations;
 
 pub use events::EventEffect;
+pub use images::{ImageRow, Placement};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

@@ -72,6 +72,22 @@ pub struct Product {
     #[serde(default = "counted")]
     pub track_stock: bool,
     pub active: bool,
+    /// The main picture first.
+    #[serde(default)]
+    pub images: Vec<ProductImage>,
+}
+
+/// A product picture; its URLs are paths on this site (under `/api`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProductImage {
+    pub id: String,
+    pub alt: String,
+    pub url: String,
+    pub width: i64,
+    pub height: i64,
+    pub thumbnail_url: String,
+    pub thumbnail_width: i64,
+    pub thumbnail_height: i64,
 }
 
 fn counted() -> bool {
@@ -265,6 +281,8 @@ pub struct Call {
     pub method: Method,
     pub path: String,
     pub body: Option<serde_json::Value>,
+    /// A body that is not JSON (a picture): its content type and bytes.
+    pub raw: Option<(&'static str, bytes::Bytes)>,
     pub headers: Vec<(&'static str, String)>,
     /// Send the user's bearer token (refreshing it once on 401).
     pub authed: bool,
@@ -272,7 +290,7 @@ pub struct Call {
 
 impl Call {
     pub fn new(svc: Svc, method: Method, path: impl Into<String>) -> Self {
-        Call { svc, method, path: path.into(), body: None, headers: Vec::new(), authed: true }
+        Call { svc, method, path: path.into(), body: None, raw: None, headers: Vec::new(), authed: true }
     }
 
     pub fn get(svc: Svc, path: impl Into<String>) -> Self {
@@ -281,6 +299,11 @@ impl Call {
 
     pub fn json(mut self, body: impl Serialize) -> Self {
         self.body = Some(serde_json::to_value(body).unwrap_or(serde_json::Value::Null));
+        self
+    }
+
+    pub fn raw(mut self, content_type: &'static str, bytes: bytes::Bytes) -> Self {
+        self.raw = Some((content_type, bytes));
         self
     }
 
@@ -337,6 +360,13 @@ impl Ctx {
 
     pub fn csrf(&self) -> String {
         lock(&self.shared).session.csrf.clone()
+    }
+
+    /// Whether a form's CSRF token is this session's (for forms [`crate::web::CsrfForm`] cannot
+    /// read: multipart uploads).
+    pub fn csrf_ok(&self, presented: &str) -> bool {
+        let st = lock(&self.shared);
+        st.session_from_cookie && st.session.csrf_matches(presented)
     }
 
     pub fn cart(&self) -> Cart {
@@ -420,7 +450,12 @@ impl Ctx {
                     if let Some(b) = &body {
                         req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(b.clone());
                     }
-                    req
+                    if let Some((content_type, b)) = &call.raw {
+                        req = req.header(reqwest::header::CONTENT_TYPE, *content_type).body(b.clone());
+                    }
+                    // Links in the answers (product pictures) are followed by the browser,
+                    // which reaches the services under `/api`.
+                    req.header("x-forwarded-prefix", "/api")
                 })
                 .await;
             record_timing(started);

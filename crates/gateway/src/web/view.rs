@@ -261,6 +261,42 @@ pub fn availability(p: &Product) -> Markup {
     }
 }
 
+/// A product's main picture for lists: the thumbnail, or the display size on screens that
+/// draw it larger; loaded lazily, with its size given so the page does not jump.
+pub fn thumbnail(p: &Product) -> Markup {
+    match p.images.first() {
+        Some(img) => html! {
+            img.thumb src=(img.thumbnail_url) alt=(img.alt) width=(img.thumbnail_width) height=(img.thumbnail_height)
+                srcset={ (img.thumbnail_url) " " (img.thumbnail_width) "w, " (img.url) " " (img.width) "w" }
+                sizes="(max-width: 40rem) 90vw, 16rem" loading="lazy" decoding="async";
+        },
+        None => html! { div.thumb.no-picture aria-hidden="true" {} },
+    }
+}
+
+/// A product's pictures on its own page: the main one large, the others as a gallery of
+/// links to their full size.
+pub fn gallery(p: &Product) -> Markup {
+    let Some((main, rest)) = p.images.split_first() else { return html! {} };
+    html! {
+        figure.main-picture {
+            img src=(main.url) alt=(main.alt) width=(main.width) height=(main.height)
+                srcset={ (main.thumbnail_url) " " (main.thumbnail_width) "w, " (main.url) " " (main.width) "w" }
+                sizes="(max-width: 40rem) 90vw, 32rem";
+        }
+        @if !rest.is_empty() {
+            ul.gallery aria-label="More pictures" {
+                @for img in rest {
+                    li { a href=(img.url) {
+                        img src=(img.thumbnail_url) alt=(img.alt) width=(img.thumbnail_width)
+                            height=(img.thumbnail_height) loading="lazy";
+                    } }
+                }
+            }
+        }
+    }
+}
+
 /// Previous/next links keeping the other query parameters.
 pub fn pagination(base: &str, params: &[(&str, String)], page: u32, total_pages: u64) -> Markup {
     if total_pages <= 1 {

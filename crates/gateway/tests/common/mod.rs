@@ -25,3 +25,27 @@ pub async fn login(http: &reqwest::Client, gw: &TestServer, username: &str, pass
     assert_eq!(res.status(), StatusCode::OK);
     res.json().await.unwrap()
 }
+
+/// The storefront's cookies as a browser keeps them: each `Set-Cookie` replaces its name's value.
+#[derive(Clone, Default)]
+pub struct Jar(pub std::collections::BTreeMap<String, String>);
+
+impl Jar {
+    pub fn take(&mut self, res: &reqwest::Response) {
+        for set in res.headers().get_all("set-cookie") {
+            let pair = set.to_str().unwrap().split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            self.0.insert(name.to_string(), value.to_string());
+        }
+    }
+
+    pub fn header(&self) -> String {
+        self.0.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join("; ")
+    }
+}
+
+/// The CSRF token of the first form on a storefront page.
+pub fn csrf_in(html: &str) -> String {
+    let at = html.find("name=\"_csrf\" value=\"").expect("a form") + "name=\"_csrf\" value=\"".len();
+    html[at..].split('"').next().unwrap().to_string()
+}

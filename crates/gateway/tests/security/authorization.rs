@@ -105,7 +105,8 @@ struct Operation {
     body: Option<Value>,
 }
 
-fn operations(doc: &Value, charlie: &Secrets) -> Vec<Operation> {
+/// `picture`: the id of product 1's main picture, for the picture paths.
+fn operations(doc: &Value, charlie: &Secrets, picture: &str) -> Vec<Operation> {
     let user_permissions = kit::auth::Role::User.permissions();
     let mut out = Vec::new();
     for (template, item) in doc["paths"].as_object().unwrap() {
@@ -123,6 +124,8 @@ fn operations(doc: &Value, charlie: &Secrets) -> Vec<Operation> {
                     Some("path") => {
                         let value = match (resource, name) {
                             (_, "category") => "Books".to_string(),
+                            ("products", "image") => picture.to_string(),
+                            ("products", "file") => "thumb.jpg".to_string(),
                             ("users", _) => charlie.user_id.clone(),
                             ("orders", _) if description.contains("username") => "charlie".to_string(),
                             ("orders", _) => charlie.order_id.clone(),
@@ -210,7 +213,9 @@ async fn every_operation_of_the_public_api_checks_who_is_asking() {
     // The document the gateway serves is the list of what to attack.
     let (status, doc) = p.json("GET", &p.gw.url("/openapi.json"), None, None).await;
     assert_eq!(status, StatusCode::OK);
-    let ops = operations(&doc, &charlie);
+    let (_, product) = p.json("GET", &p.gw.url("/api/products/1"), None, None).await;
+    let picture = product["images"][0]["id"].as_str().expect("the demo laptop's picture").to_string();
+    let ops = operations(&doc, &charlie, &picture);
     assert!(ops.len() >= 30, "the public document lists only {} operations", ops.len());
     for (method, template) in [("GET", "/api/users"), ("PUT", "/api/orders/{id}/status"), ("POST", "/api/products")] {
         let op = ops.iter().find(|o| o.method == method && o.template == template).expect("a known admin route");

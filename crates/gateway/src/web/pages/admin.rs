@@ -37,7 +37,7 @@ fn page_number(raw: &Option<String>) -> u32 {
 
 /// A refused change as a message on the next page (a 4xx is the service's own words); a
 /// service that could not answer is an error page.
-fn report(ctx: &Ctx, result: Result<String, ApiError>) -> Result<(), WebError> {
+pub(super) fn report(ctx: &Ctx, result: Result<String, ApiError>) -> Result<(), WebError> {
     match result {
         Ok(message) => {
             ctx.flash(FlashKind::Success, message);
@@ -356,6 +356,7 @@ pub async fn product(ctx: Ctx, Path(raw): Path<String>) -> PageResult {
                 }
             }
         }
+        (super::pictures::section(&p, &csrf))
     };
     Ok(ctx.page(&p.name, body))
 }

@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+mod pictures;
 mod profile;
 mod purchases;
 mod shop;
@@ -42,6 +43,13 @@ pub fn routes() -> Router<Web> {
         .route("/admin/products/{id}/price", post(admin::set_price))
         .route("/admin/products/{id}/stock", post(admin::set_stock))
         .route("/admin/products/{id}/active", post(admin::set_active))
+        .route(
+            "/admin/products/{id}/pictures",
+            post(pictures::upload).layer(axum::extract::DefaultBodyLimit::max(pictures::FORM_LIMIT_BYTES)),
+        )
+        .route("/admin/products/{id}/pictures/{image}/alt", post(pictures::set_alt))
+        .route("/admin/products/{id}/pictures/{image}/main", post(pictures::make_main))
+        .route("/admin/products/{id}/pictures/{image}/delete", post(pictures::delete))
         .route("/admin/orders", get(admin::orders))
         .route("/admin/orders/{id}/status", post(admin::set_order_status))
         .route("/admin/users", get(admin::users))

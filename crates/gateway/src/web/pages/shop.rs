@@ -9,7 +9,7 @@ use serde_json::json;
 use super::{field, numeric_id, place_order, problem_kind, query_string, see_other};
 use crate::web::client::{ApiError, Call, Categories, Ctx, Paged, Product, Svc};
 use crate::web::session::{Cart, FlashKind, MAX_QUANTITY, random_token};
-use crate::web::view::{availability, csrf_field, money, pagination};
+use crate::web::view::{availability, csrf_field, gallery, money, pagination, thumbnail};
 use crate::web::{CsrfForm, PageResult, WebError};
 
 const PER_PAGE: u32 = 12;
@@ -126,6 +126,7 @@ async fn catalogue_page(ctx: Ctx, q: CatalogueQuery, home: bool) -> PageResult {
                 ul.products {
                     @for p in &listing.items {
                         li.card {
+                            a.picture href={ "/products/" (p.id) } tabindex="-1" aria-hidden="true" { (thumbnail(p)) }
                             h2 { a href={ "/products/" (p.id) } { (p.name) } }
                             p.muted { (p.category) }
                             p.price { (money(p.price, &p.currency)) }
@@ -175,6 +176,7 @@ pub async fn product(ctx: Ctx, Path(raw): Path<String>) -> PageResult {
             }
         }
         article.product aria-labelledby="product-title" {
+            (gallery(&p))
             h1 #product-title { (p.name) }
             p.muted { "SKU " (p.sku) }
             p.price.big { (money(p.price, &p.currency)) }
