@@ -10,143 +10,24 @@
 //! ends the whole session, so concurrent refreshes of one token (a double click, two tabs) are
 //! coalesced into one call to the users service.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use kit::Problem;
-use kit::auth::{AuthError, Principal};
+use kit::auth::Principal;
 use kit::client::{ServiceClient, UpstreamError};
-use kit::money::Money;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
+// The shapes pages read, named where pages already look for what they call.
+pub use super::api::{Categories, Order, Paged, Product, TokenResponse, User};
+use super::refresh::refresh_session;
 use super::session::{Cart, Flash, FlashKind, Session, Tokens};
 use super::{Web, WebError};
-
-// ---------------------------------------------------------------------------------------------
-// The services' JSON, as far as pages read it.
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct User {
-    pub id: String,
-    pub username: String,
-    #[serde(default)]
-    pub email: Option<String>,
-    #[serde(default)]
-    pub name: String,
-    pub role: String,
-    #[serde(default)]
-    pub created_at: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct TokenResponse {
-    pub access_token: String,
-    pub refresh_token: String,
-    #[serde(default)]
-    pub refresh_expires_in: u64,
-    pub user: User,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Product {
-    pub id: i64,
-    pub sku: String,
-    pub name: String,
-    #[serde(default)]
-    pub description: String,
-    pub category: String,
-    pub price: Money,
-    pub currency: String,
-    pub stock: i64,
-    #[serde(default)]
-    pub stock_on_hand: i64,
-    #[serde(default)]
-    pub stock_reserved: i64,
-    /// False: sold without counting stock (made to order), always orderable.
-    #[serde(default = "counted")]
-    pub track_stock: bool,
-    pub active: bool,
-    /// The main picture first.
-    #[serde(default)]
-    pub images: Vec<ProductImage>,
-}
-
-/// A product picture; its URLs are paths on this site (under `/api`).
-#[derive(Debug, Clone, Deserialize)]
-pub struct ProductImage {
-    pub id: String,
-    pub alt: String,
-    pub url: String,
-    pub width: i64,
-    pub height: i64,
-    pub thumbnail_url: String,
-    pub thumbnail_width: i64,
-    pub thumbnail_height: i64,
-}
-
-fn counted() -> bool {
-    true
-}
-
-impl Product {
-    /// Whether a shopper can put it in the cart now.
-    pub fn orderable(&self) -> bool {
-        self.active && (!self.track_stock || self.stock > 0)
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Category {
-    pub name: String,
-    pub count: i64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Categories {
-    pub items: Vec<Category>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct OrderItem {
-    pub product_id: i64,
-    pub sku: String,
-    pub name: String,
-    pub quantity: i64,
-    pub unit_price: Money,
-    pub line_total: Money,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct StatusChange {
-    pub status: String,
-    pub changed_by: String,
-    pub changed_at: String,
-    #[serde(default)]
-    pub note: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Order {
-    pub id: String,
-    pub user_id: String,
-    #[serde(default)]
-    pub username: Option<String>,
-    pub status: String,
-    pub items: Vec<OrderItem>,
-    pub total: Money,
-    pub currency: String,
-    pub created_at: String,
-    #[serde(default)]
-    pub status_history: Vec<StatusChange>,
-}
-
-pub use kit::pagination::Paged;
 
 // ---------------------------------------------------------------------------------------------
 // Per-request state, shared between the web layer (which reads and writes the cookies) and the
@@ -329,7 +210,7 @@ tokio::task_local! {
     pub static TIMING: Arc<Timing>;
 }
 
-fn record_timing(started: Instant) {
+pub(super) fn record_timing(started: Instant) {
     let us = started.elapsed().as_micros() as u64;
     let _ = TIMING.try_with(|t| {
         t.upstream_us.fetch_add(us, std::sync::atomic::Ordering::Relaxed);
@@ -486,133 +367,6 @@ impl Ctx {
             return Ok(());
         }
         self.client(svc).read_json::<serde_json::Value>(res).await.map(|_| ()).map_err(ApiError)
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Finding the user, and refreshing.
-
-/// How long before expiry an access token is refreshed rather than sent.
-const REFRESH_AHEAD_SECS: i64 = 20;
-
-/// Sets `user` from the session's access token, refreshing it first when it has expired (or
-/// is about to). A session whose tokens are refused is signed out.
-pub async fn resolve_user(web: &Web, shared: &Shared) {
-    let Some(tokens) = lock(shared).session.tokens.clone() else { return };
-    match web.verifier.verify(&tokens.access).await {
-        Ok(p) if p.exp - kit::auth::unix_now() > REFRESH_AHEAD_SECS => {
-            lock(shared).user = Some(p);
-        }
-        Ok(_) | Err(AuthError::Expired) | Err(AuthError::UnknownKey) => {
-            refresh_session(web, shared).await;
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, "session token refused; signing the session out");
-            end_session(shared);
-        }
-    }
-}
-
-fn end_session(shared: &Shared) {
-    let mut st = lock(shared);
-    let csrf = st.session.csrf.clone();
-    st.session = Session { csrf, tokens: None, name: None };
-    st.session_dirty = true;
-    st.user = None;
-}
-
-/// Exchanges the session's refresh token for new tokens and stores them in the session.
-/// Returns whether the session has a usable access token afterwards.
-pub async fn refresh_session(web: &Web, shared: &Shared) -> bool {
-    let Some(old) = lock(shared).session.tokens.clone() else { return false };
-    match web.refresher.refresh(web, &old.refresh).await {
-        Refreshed::Tokens(new) => {
-            let principal = web.verifier.verify(&new.access).await.ok();
-            let mut st = lock(shared);
-            if let Some(t) = &mut st.session.tokens {
-                *t = new;
-            }
-            st.session_dirty = true;
-            st.user = principal.clone();
-            principal.is_some()
-        }
-        Refreshed::Refused => {
-            end_session(shared);
-            false
-        }
-        Refreshed::Unavailable => false,
-    }
-}
-
-#[derive(Debug, Clone)]
-pub enum Refreshed {
-    Tokens(Tokens),
-    /// The users service refused the refresh token (expired, revoked, reused).
-    Refused,
-    /// The users service could not be asked; the session stays as it is.
-    Unavailable,
-}
-
-type Cell = Arc<tokio::sync::OnceCell<Refreshed>>;
-
-/// Coalesces refreshes of one refresh token: the first caller asks the users service; the
-/// others (concurrent, or within the grace after) get the same new tokens. Past the grace the
-/// answer is forgotten, so an old cookie replayed later (a stolen copy) reaches the users
-/// service with a spent refresh token, which ends the whole session family there.
-pub struct Refresher {
-    cells: Mutex<HashMap<String, (Instant, Cell)>>,
-    grace: Duration,
-}
-
-const MAX_REMEMBERED: usize = 10_000;
-
-impl Refresher {
-    pub fn new(grace: Duration) -> Self {
-        Refresher { cells: Mutex::default(), grace }
-    }
-
-    pub async fn refresh(&self, web: &Web, refresh_token: &str) -> Refreshed {
-        let cell = {
-            let mut cells = self.cells.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            let grace = self.grace;
-            if cells.len() > MAX_REMEMBERED / 2 {
-                cells.retain(|_, (at, _)| now.duration_since(*at) < grace);
-            } else if cells.get(refresh_token).is_some_and(|(at, _)| now.duration_since(*at) >= grace) {
-                cells.remove(refresh_token);
-            }
-            if cells.len() >= MAX_REMEMBERED {
-                None
-            } else {
-                Some(cells.entry(refresh_token.to_string()).or_insert_with(|| (now, Cell::default())).1.clone())
-            }
-        };
-        let Some(cell) = cell else {
-            return ask_users(web, refresh_token).await;
-        };
-        let outcome = cell.get_or_init(|| ask_users(web, refresh_token)).await.clone();
-        if matches!(outcome, Refreshed::Unavailable) {
-            // Nothing was spent: let the next attempt ask again.
-            self.cells.lock().unwrap_or_else(|e| e.into_inner()).remove(refresh_token);
-        }
-        outcome
-    }
-}
-
-async fn ask_users(web: &Web, refresh_token: &str) -> Refreshed {
-    let started = Instant::now();
-    let res = web
-        .users
-        .post_json::<_, TokenResponse>("/users/refresh", None, &serde_json::json!({"refresh_token": refresh_token}))
-        .await;
-    record_timing(started);
-    match res {
-        Ok(t) => Refreshed::Tokens(Tokens { access: t.access_token, refresh: t.refresh_token }),
-        Err(e) if e.status().is_some_and(|s| s.is_client_error()) => Refreshed::Refused,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not refresh a storefront session");
-            Refreshed::Unavailable
-        }
     }
 }
 

@@ -15,9 +15,11 @@
 //! 0.27.0 builds on Rust 1.95 with its default (empty) feature set; askama 0.16 would have
 //! served as well, but would have needed a template struct per page for the same safety.
 
+pub mod api;
 pub mod client;
 pub mod dashboard;
 pub mod pages;
+pub mod refresh;
 pub mod session;
 pub mod view;
 
@@ -51,7 +53,7 @@ pub struct WebInner {
     pub key: Key,
     pub secure: bool,
     pub names: CookieNames,
-    pub refresher: client::Refresher,
+    pub refresher: refresh::Refresher,
     pub dashboard: Arc<dashboard::Dashboard>,
 }
 
@@ -84,7 +86,7 @@ pub fn state(app: AppState) -> Web {
         key: session_key(config.session_key.as_deref()),
         secure: config.secure_cookies,
         names: CookieNames::new(config.secure_cookies),
-        refresher: client::Refresher::new(config.session_refresh_grace),
+        refresher: refresh::Refresher::new(config.session_refresh_grace),
         dashboard,
         app,
     })
@@ -252,7 +254,7 @@ async fn run_page(web: Web, mut req: Request, next: Next) -> Response {
         req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()).unwrap_or(IpAddr::from([127, 0, 0, 1]));
     let xff = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
     let ip = web.app.config.trusted_proxies.client_ip(peer, xff);
-    client::resolve_user(&web, &shared).await;
+    refresh::resolve_user(&web, &shared).await;
     if let Some(user) = lock(&shared).user.as_ref() {
         tracing::Span::current().record("user_id", user.subject.as_str());
     }

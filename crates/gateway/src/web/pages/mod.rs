@@ -3,7 +3,6 @@
 
 mod admin;
 mod auth;
-mod pictures;
 mod profile;
 mod purchases;
 mod shop;
@@ -45,11 +44,12 @@ pub fn routes() -> Router<Web> {
         .route("/admin/products/{id}/active", post(admin::set_active))
         .route(
             "/admin/products/{id}/pictures",
-            post(pictures::upload).layer(axum::extract::DefaultBodyLimit::max(pictures::FORM_LIMIT_BYTES)),
+            post(admin::pictures::upload)
+                .layer(axum::extract::DefaultBodyLimit::max(admin::pictures::FORM_LIMIT_BYTES)),
         )
-        .route("/admin/products/{id}/pictures/{image}/alt", post(pictures::set_alt))
-        .route("/admin/products/{id}/pictures/{image}/main", post(pictures::make_main))
-        .route("/admin/products/{id}/pictures/{image}/delete", post(pictures::delete))
+        .route("/admin/products/{id}/pictures/{image}/alt", post(admin::pictures::set_alt))
+        .route("/admin/products/{id}/pictures/{image}/main", post(admin::pictures::make_main))
+        .route("/admin/products/{id}/pictures/{image}/delete", post(admin::pictures::delete))
         .route("/admin/orders", get(admin::orders))
         .route("/admin/orders/{id}/status", post(admin::set_order_status))
         .route("/admin/users", get(admin::users))

@@ -8,8 +8,8 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::admin::report;
-use super::{field, numeric_id, see_other};
+use super::super::{field, numeric_id, see_other};
+use super::report;
 use crate::web::client::{Call, Ctx, Product, Svc};
 use crate::web::view::csrf_field;
 use crate::web::{CsrfForm, PageResult, WebError};
@@ -142,7 +142,7 @@ pub async fn set_alt(
 pub async fn make_main(
     ctx: Ctx,
     Path((raw, image)): Path<(String, String)>,
-    CsrfForm(_): CsrfForm<super::Empty>,
+    CsrfForm(_): CsrfForm<super::super::Empty>,
 ) -> PageResult {
     ctx.require_admin()?;
     let id = numeric_id(&raw)?;
@@ -152,7 +152,7 @@ pub async fn make_main(
 pub async fn delete(
     ctx: Ctx,
     Path((raw, image)): Path<(String, String)>,
-    CsrfForm(_): CsrfForm<super::Empty>,
+    CsrfForm(_): CsrfForm<super::super::Empty>,
 ) -> PageResult {
     ctx.require_admin()?;
     let id = numeric_id(&raw)?;
