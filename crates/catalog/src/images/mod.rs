@@ -14,7 +14,7 @@ use std::io::Cursor;
 use axum::http::StatusCode;
 use image::codecs::jpeg::JpegEncoder;
 use image::imageops::FilterType;
-use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
+use image::{DynamicImage, ExtendedColorType, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 use kit::Problem;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -179,33 +179,40 @@ fn header_dimensions(bytes: &[u8], format: ImageFormat) -> Option<(u32, u32)> {
     reader.into_dimensions().ok()
 }
 
-/// JPEG has no transparency: transparent parts become the page's white.
-fn flatten_on_white(picture: &DynamicImage) -> RgbImage {
+/// JPEG has no transparency: transparent parts become the page's white. The result is 8-bit
+/// RGB, as the encoder takes it.
+fn flatten_on_white(picture: &DynamicImage) -> DynamicImage {
     if !picture.color().has_alpha() {
-        return picture.to_rgb8();
+        return DynamicImage::ImageRgb8(picture.to_rgb8());
     }
     let rgba = picture.to_rgba8();
-    RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
-        let [r, g, b, a] = rgba.get_pixel(x, y).0;
-        let blend = |c: u8| ((u16::from(c) * u16::from(a) + 255 * (255 - u16::from(a))) / 255) as u8;
-        image::Rgb([blend(r), blend(g), blend(b)])
-    })
+    let mut rgb = Vec::with_capacity(rgba.len() / 4 * 3);
+    for px in rgba.as_raw().chunks_exact(4) {
+        let a = u16::from(px[3]);
+        rgb.extend(px[..3].iter().map(|&c| ((u16::from(c) * a + 255 * (255 - a)) / 255) as u8));
+    }
+    let flat = RgbImage::from_raw(rgba.width(), rgba.height(), rgb).expect("three bytes a pixel");
+    DynamicImage::ImageRgb8(flat)
 }
 
 /// Fits the picture within `side`×`side` (never enlarging it) and encodes it as JPEG.
-fn render(picture: &RgbImage, side: u32, quality: u8) -> Result<Rendition, ImageRefusal> {
-    let (w, h) = picture.dimensions();
+///
+/// Only `DynamicImage`'s own methods and the encoder's byte interface are used: generic
+/// image functions would be compiled into this crate, unoptimised in a debug build, and make a
+/// test's upload take seconds instead of milliseconds.
+fn render(picture: &DynamicImage, side: u32, quality: u8) -> Result<Rendition, ImageRefusal> {
+    let (w, h) = (picture.width(), picture.height());
     let scaled;
     let source = if w > side || h > side {
         let (nw, nh) = fit(w, h, side);
-        scaled = image::imageops::resize(picture, nw, nh, FilterType::CatmullRom);
+        scaled = picture.resize_exact(nw, nh, FilterType::CatmullRom);
         &scaled
     } else {
         picture
     };
     let mut jpeg = Vec::new();
     JpegEncoder::new_with_quality(&mut jpeg, quality)
-        .encode_image(source)
+        .encode(source.as_bytes(), source.width(), source.height(), ExtendedColorType::Rgb8)
         .map_err(|e| ImageRefusal::Unreadable(e.to_string()))?;
     Ok(Rendition { width: source.width(), height: source.height(), jpeg })
 }
