@@ -10,8 +10,6 @@ use kit::testing::{TestData, TestServer};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use testkit::SERVICE_SECRET;
-
 struct Harness {
     users: TestServer,
     catalog: TestServer,
@@ -55,31 +53,11 @@ impl Harness {
     }
 
     async fn user_token(&self, username: &str, password: &str) -> String {
-        let res: Value = self
-            .http
-            .post(self.users.url("/users/login"))
-            .json(&json!({"username": username, "password": password}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        res["access_token"].as_str().expect("login").to_string()
+        testkit::token(&self.users, username, password).await
     }
 
     async fn service_token(&self) -> String {
-        let res: Value = self
-            .http
-            .post(self.users.url("/auth/token"))
-            .json(&json!({"client_id": "orders", "client_secret": SERVICE_SECRET}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        res["access_token"].as_str().expect("service token").to_string()
+        testkit::service_token(&self.users, "orders").await
     }
 
     async fn product(&self, id: i64) -> Value {

@@ -23,7 +23,7 @@ impl Shop {
     async fn with(extra: impl Fn(Settings) -> Settings) -> Self {
         let platform = testkit::Services::start(&extra).await;
         let http = reqwest::Client::new();
-        let admin = login(&http, &platform, "alice", "alice123").await;
+        let admin = testkit::token(&platform.users, "alice", "alice123").await;
         Shop { platform, http, admin }
     }
 
@@ -73,19 +73,6 @@ async fn upload_to(
     let status = res.status();
     let text = res.text().await.unwrap();
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-}
-
-async fn login(http: &reqwest::Client, platform: &testkit::Services, username: &str, password: &str) -> String {
-    let (status, body) = send_json(
-        http,
-        Method::POST,
-        &platform.users.url("/users/login"),
-        None,
-        Some(&json!({"username": username, "password": password})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["access_token"].as_str().unwrap().to_string()
 }
 
 fn encoded(width: u32, height: u32, format: ImageFormat) -> Vec<u8> {
@@ -219,7 +206,7 @@ async fn unacceptable_uploads_are_refused_with_their_reason_and_nothing_is_store
     let shop = Shop::with(|s| s.with("IMAGE_MAX_BYTES", "200000").with("IMAGE_MAX_PIXELS", "4000000")).await;
     let id = shop.create("Vase").await;
     let (_, etag) = shop.product(id).await;
-    let bob = login(&shop.http, &shop.platform, "bob", "bob123").await;
+    let bob = testkit::token(&shop.platform.users, "bob", "bob123").await;
 
     let elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x03\0>\0\x01\0\0\0".repeat(40);
     // What is sent, by whom, and the status and problem type it must get.

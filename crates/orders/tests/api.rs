@@ -10,8 +10,6 @@ use kit::testing::{NatsServer, TestData, TestServer};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use testkit::SERVICE_SECRET as SECRET;
-
 struct Platform {
     users: TestServer,
     catalog: TestServer,
@@ -46,17 +44,7 @@ impl Platform {
     }
 
     async fn token(&self, username: &str, password: &str) -> String {
-        let res: Value = self
-            .http
-            .post(self.users.url("/users/login"))
-            .json(&json!({"username": username, "password": password}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        res["access_token"].as_str().expect("login").to_string()
+        testkit::token(&self.users, username, password).await
     }
 
     async fn call(
@@ -537,20 +525,11 @@ async fn a_reservation_whose_order_never_came_expires() {
     // An orders process that dies right after reserving leaves a held reservation and no
     // order; the catalog gives the stock back when the reservation expires.
     let p = Platform::with(|s| s.with("RESERVATION_TTL", "1s").with("RESERVATION_SWEEP_INTERVAL", "200ms")).await;
-    let token: Value = p
-        .http
-        .post(p.users.url("/auth/token"))
-        .json(&json!({"client_id": "orders", "client_secret": SECRET}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = testkit::service_token(&p.users, "orders").await;
     let res = p
         .http
         .post(p.catalog.url("/reservations"))
-        .bearer_auth(token["access_token"].as_str().unwrap())
+        .bearer_auth(&token)
         .json(&json!({"id": "order:crashed-before-write", "lines": [{"product_id": 10, "quantity": 5}]}))
         .send()
         .await

@@ -77,3 +77,24 @@ impl Services {
         }
     }
 }
+
+/// Signs `username` in at this users service and gives its access token.
+pub async fn token(users: &TestServer, username: &str, password: &str) -> String {
+    let body = serde_json::json!({"username": username, "password": password});
+    access_token(users, "/users/login", &body).await
+}
+
+/// A service token for `client_id` (`orders`, `catalog`, …) from this users service, for the
+/// routes only services may call; like the orders service's own, it is good at the catalog.
+pub async fn service_token(users: &TestServer, client_id: &str) -> String {
+    let body = serde_json::json!({"client_id": client_id, "client_secret": SERVICE_SECRET});
+    access_token(users, "/auth/token", &body).await
+}
+
+async fn access_token(users: &TestServer, path: &str, body: &serde_json::Value) -> String {
+    let http = reqwest::Client::new();
+    let (status, answer) =
+        kit::testing::send_json(&http, reqwest::Method::POST, &users.url(path), None, Some(body)).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{path}: {answer}");
+    answer["access_token"].as_str().expect("an access token").to_string()
+}
