@@ -255,6 +255,32 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// A port on 127.0.0.1 nobody listens on right now, for a server about to start in another
+/// process (`ordermesh cluster` with `--base-port 0`, the tests).
+///
+/// Taken below the kernel's ephemeral range: a port the kernel hands out (`bind` to port 0)
+/// is free only until it hands it out again, as the source port of somebody's outgoing
+/// connection, which on a busy machine can come before the server binds it. Never the same
+/// port twice in one process.
+pub fn free_local_port() -> u16 {
+    use rand::Rng;
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let range = 10_000..ephemeral_from.clamp(12_000, 49_152);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
+        let port = rand::thread_rng().gen_range(range.clone());
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
 pub async fn bind(config: &ServerConfig) -> std::io::Result<TcpListener> {
     TcpListener::bind(config.addr())
         .await

@@ -190,28 +190,10 @@ pub async fn send_json(
     (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
 }
 
-/// A port nobody listens on right now, for a server a test starts in another process.
-///
-/// Taken below the kernel's ephemeral range: a port the kernel hands out (`bind` to port 0)
-/// is free only until it hands it out again, which under a test's load (thousands of outgoing
-/// connections) can be before the server binds it. Never the same port twice in one process.
+/// A port nobody listens on right now, for a server a test starts in another process
+/// (below the kernel's ephemeral range; see [`crate::server::free_local_port`]).
 pub fn free_port() -> u16 {
-    use rand::Rng;
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let range = 10_000..ephemeral_from.clamp(12_000, 49_152);
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-    for _ in 0..1000 {
-        let port = rand::thread_rng().gen_range(range.clone());
-        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            given.push(port);
-            return port;
-        }
-    }
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    crate::server::free_local_port()
 }
 
 /// Everything logged in this process from now on, as the platform's own logging writes it

@@ -4,7 +4,6 @@
 //! the platform survives losing an instance. Like an orchestrator it restarts an instance that
 //! dies (with a growing back-off), unless `--no-restart` says to leave it down.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -127,8 +126,13 @@ const LONGEST_BACKOFF: Duration = Duration::from_secs(30);
 /// An instance that stayed up this long starts its back-off afresh when it next dies.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
 
+/// Below the kernel's ephemeral range, so an instance's port is still free when it binds it
+/// (a port from `bind(0)` was taken by another process's outgoing connection in CI).
 fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    match kit::server::free_local_port() {
+        0 => anyhow::bail!("no free port on 127.0.0.1"),
+        port => Ok(port),
+    }
 }
 
 fn random_hex(bytes: usize) -> String {
