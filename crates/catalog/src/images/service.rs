@@ -134,6 +134,12 @@ impl Catalog {
         ProductImage::new(row, prefix)
     }
 
+    /// Whether the product has this picture (404 if not), without reading its bytes.
+    pub async fn require_image(&self, product_id: i64, image_id: &str) -> Result<()> {
+        let image_id = parse_image_id(image_id).ok_or_else(|| no_image(product_id, image_id))?;
+        if self.store.has_image(product_id, image_id).await? { Ok(()) } else { Err(no_image(product_id, image_id)) }
+    }
+
     /// Products as clients see them, with their pictures (one query for the whole page).
     pub async fn products(&self, rows: &[ProductRow], prefix: &str) -> Result<Vec<Product>> {
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();

@@ -150,6 +150,15 @@ impl Store {
         Ok(query.fetch_all(self.db.read()).await?)
     }
 
+    pub async fn has_image(&self, product_id: i64, image_id: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 AS found FROM product_images WHERE product_id = $1 AND id = $2")
+            .bind(product_id)
+            .bind(image_id)
+            .fetch_optional(self.db.read())
+            .await?;
+        Ok(row.is_some())
+    }
+
     /// One size of one picture: its JPEG bytes.
     pub async fn image_bytes(&self, product_id: i64, image_id: &str, size: Size) -> Result<Option<Vec<u8>>> {
         let column = match size {
