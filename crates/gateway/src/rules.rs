@@ -85,10 +85,17 @@ pub fn access(method: &Method, path: &str) -> Access {
 
 /// Requests whose body is a file rather than JSON (a product picture, `POST
 /// /products/{id}/images` on the catalog): they get the upload limit instead of the body limit.
+/// Asked of every proxied request, so it allocates nothing.
 pub fn is_upload(method: &Method, upstream_path_and_query: &str) -> bool {
+    if method != Method::POST {
+        return false;
+    }
     let path = upstream_path_and_query.split('?').next().unwrap_or_default();
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    method == Method::POST && matches!(segments.as_slice(), ["products", _, "images"])
+    let mut segments = path.trim_matches('/').split('/');
+    matches!(
+        (segments.next(), segments.next(), segments.next(), segments.next()),
+        (Some("products"), Some(_), Some("images"), None)
+    )
 }
 
 /// The path of the users service's logout, whose success the gateway also records locally so
