@@ -207,7 +207,8 @@ pub struct EventStats {
     pub processed: std::collections::BTreeMap<String, i64>,
 }
 
-fn product_id(raw: &str) -> Result<i64> {
+/// A product id from a path: a positive number, or no such product.
+pub(crate) fn product_id(raw: &str) -> Result<i64> {
     raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| CatalogError::NotFound(format!("No product {raw}.")))
 }
 

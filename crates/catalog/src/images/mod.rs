@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
+pub(crate) use service::no_image;
 pub use service::{ImageChange, ProductImage, parse_alt};
 
 /// The longest side of the picture shown on a product's page.

@@ -17,6 +17,7 @@ use super::Size;
 use super::service::{ImageChange, ProductImage};
 use crate::AppState;
 use crate::error::{CatalogError, Result};
+use crate::routes::product_id;
 use crate::store::Placement;
 
 /// Uploads may be larger than the JSON bodies every other route takes (`IMAGE_MAX_BYTES`, not
@@ -43,10 +44,6 @@ pub struct UploadQuery {
 #[derive(utoipa::ToSchema)]
 #[schema(value_type = String, format = Binary)]
 pub struct PictureBytes(#[allow(dead_code)] Vec<u8>);
-
-fn product_id(raw: &str) -> Result<i64> {
-    raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| CatalogError::NotFound(format!("No product {raw}.")))
-}
 
 #[utoipa::path(post, path = "/products/{id}/images", tag = "products", security(("bearer" = [])),
     params(("id" = i64, Path), UploadQuery),

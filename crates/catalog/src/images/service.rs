@@ -165,7 +165,8 @@ fn no_product(id: i64) -> CatalogError {
     CatalogError::NotFound(format!("No product {id}."))
 }
 
-fn no_image(product_id: i64, image_id: &str) -> CatalogError {
+/// 404 for a picture; the id is shown cut short, as it may be whatever a path held.
+pub(crate) fn no_image(product_id: i64, image_id: &str) -> CatalogError {
     let shown: String = image_id.chars().take(40).collect();
     CatalogError::NotFound(format!("Product {product_id} has no picture {shown}."))
 }

@@ -8,7 +8,7 @@ use sqlx::{AnyConnection, Row};
 
 use super::Store;
 use crate::error::{CatalogError, Result};
-use crate::images::{Renditions, Size};
+use crate::images::{Renditions, Size, no_image};
 
 /// A picture's description, without its bytes.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -216,8 +216,4 @@ async fn image_row(conn: &mut AnyConnection, product_id: i64, image_id: &str) ->
     .fetch_optional(&mut *conn)
     .await?
     .ok_or_else(|| no_image(product_id, image_id))
-}
-
-fn no_image(product_id: i64, image_id: &str) -> CatalogError {
-    CatalogError::NotFound(format!("Product {product_id} has no picture {image_id}."))
 }
