@@ -33,7 +33,7 @@ pub struct Config {
     /// Who this service is when it asks for service tokens (to read the revocation feed).
     pub identity: kit::auth::ClientIdentity,
     /// Consume order events from NATS JetStream (they can still arrive over HTTP too).
-    pub nats: Option<kit::events::nats::Topology>,
+    pub nats: Option<api::events::nats::Topology>,
     /// What a picture upload may be.
     pub images: crate::images::ImageLimits,
 }
@@ -76,7 +76,7 @@ impl Config {
                 Duration::from_millis(1),
                 Duration::from_secs(1),
             )?,
-            nats: kit::events::nats::Topology::from_settings(&s)?,
+            nats: api::events::nats::Topology::from_settings(&s)?,
             images: image_limits(&s)?,
         })
     }

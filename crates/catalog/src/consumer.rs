@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use api::events::Event;
+use api::events::nats::Topology;
 use async_nats::jetstream::consumer::{AckPolicy, pull};
 use futures::StreamExt;
-use kit::events::Event;
-use kit::events::nats::Topology;
 
 use crate::service::Catalog;
 
@@ -27,8 +27,8 @@ pub fn spawn(catalog: Arc<Catalog>, topology: Topology) -> tokio::task::JoinHand
 }
 
 async fn consume(catalog: &Catalog, topology: &Topology) -> Result<(), String> {
-    let js = kit::events::nats::connect(&topology.url, "ordermesh-catalog").await?;
-    let stream = kit::events::nats::ensure_stream(&js, topology).await?;
+    let js = api::events::nats::connect(&topology.url, "ordermesh-catalog").await?;
+    let stream = api::events::nats::ensure_stream(&js, topology).await?;
     let consumer = stream
         .get_or_create_consumer(
             DURABLE_NAME,

@@ -41,7 +41,7 @@ impl Sku {
     }
 }
 
-fn bounded_text(field: &str, raw: &str, max: usize, allow_empty: bool) -> Result<String> {
+fn bounded_text(field: &'static str, raw: &str, max: usize, allow_empty: bool) -> Result<String> {
     let s = raw.trim();
     let n = s.chars().count();
     if (!allow_empty && n == 0) || n > max {

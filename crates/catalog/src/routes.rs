@@ -1,14 +1,14 @@
 //! HTTP handlers: parse, call the catalog, shape the answer.
 
+use api::events::{DeliveryReport, EventBatch};
+use api::money::Money;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use kit::auth::{Auth, MaybeAuth};
-use kit::events::{DeliveryReport, EventBatch};
 use kit::extract::{ForwardedPrefix, Json, Path, Query};
-use kit::money::Money;
 use kit::pagination::{PageRequest, Paged};
 use kit::problem::ProblemResponses;
 use serde::{Deserialize, Serialize};

@@ -3,11 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kit::auth::{Permission, Principal, Role, TokenVerifier};
+use api::events::{DeliveryReport, Event, ORDER_CANCELLED, ORDER_CREATED};
+use api::money::{Money, Quantity};
+use api::{Grants, Permission};
+use kit::auth::{Principal, Role, TokenVerifier};
 use kit::db::{now_ms, rfc3339};
-use kit::events::{DeliveryReport, Event, ORDER_CANCELLED, ORDER_CREATED};
 use kit::metrics::Metrics;
-use kit::money::{Money, Quantity};
 use kit::pagination::{PageRequest, Paged};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -15,7 +16,7 @@ use utoipa::ToSchema;
 
 use crate::config::Config;
 use crate::domain::{Category, Description, ProductName, ProductRef, ReservationId, ReservationState, Sku};
-use crate::error::{CatalogError, Result};
+use crate::error::{CatalogError, CatalogFailure, Result};
 use crate::store::{
     EventEffect, ListFilter, NewProduct, ProductChanges, ProductRow, ReservationRow, StockChange, Store,
 };
@@ -472,7 +473,7 @@ impl Catalog {
         let result = match &outcome {
             Ok((_, true)) => "reserved",
             Ok((_, false)) => "replayed",
-            Err(CatalogError::InsufficientStock { .. }) => "insufficient_stock",
+            Err(CatalogError::Domain(CatalogFailure::InsufficientStock { .. })) => "insufficient_stock",
             Err(_) => "error",
         };
         let elapsed = started.elapsed().as_secs_f64();

@@ -1,7 +1,7 @@
 //! Money and quantities, as text and as JSON (strings or numbers): parsing never panics, what
 //! parses prints as text that parses back to the same amount, and arithmetic stays bounded.
 
-use kit::money::{MAX_AMOUNT_CENTS, Money, Quantity};
+use api::money::{MAX_AMOUNT_CENTS, Money, Quantity};
 
 /// The target's body: libFuzzer calls it with every input it makes, and the corpus replay
 /// test with every committed seed.

@@ -2,8 +2,8 @@
 //! caller needs to be let through at the edge. The services enforce their own rules again;
 //! this is the first line, which keeps the obviously unauthorised away from them.
 
+use api::Permission;
 use axum::http::Method;
-use kit::auth::Permission;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {

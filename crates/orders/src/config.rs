@@ -30,7 +30,7 @@ pub struct Config {
     pub max_items: usize,
     /// Publish events to NATS JetStream; without it they are pushed over HTTP to the
     /// subscribers below (the embedded relay).
-    pub nats: Option<kit::events::nats::Topology>,
+    pub nats: Option<api::events::nats::Topology>,
     /// Where the embedded relay delivers events (`EVENT_SUBSCRIBERS`; default: the catalog's
     /// `/events`).
     pub event_subscribers: Vec<Url>,
@@ -94,7 +94,7 @@ impl Config {
             max_items: s.parse_checked(&["MAX_ORDER_ITEMS"], 100usize, |n| {
                 if (1..=1000).contains(n) { Ok(()) } else { Err("must be between 1 and 1000".into()) }
             })?,
-            nats: kit::events::nats::Topology::from_settings(&s)?,
+            nats: api::events::nats::Topology::from_settings(&s)?,
             event_subscribers,
             relay_batch: s.parse_checked(&["RELAY_BATCH"], 200usize, |n| {
                 if (1..=1000).contains(n) { Ok(()) } else { Err("must be between 1 and 1000".into()) }

@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use kit::auth::Auth;
+use kit::client::JsonCalls;
 use kit::extract::{Json, Path};
 use kit::pagination::{PageRequest, Paged};
 use serde::Deserialize;

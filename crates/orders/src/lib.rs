@@ -58,10 +58,10 @@ impl AppState {
         verifier.warm_up().await;
         let transport = match &config.nats {
             Some(topology) => {
-                let js = kit::events::nats::connect(&topology.url, "ordermesh-orders")
+                let js = api::events::nats::connect(&topology.url, "ordermesh-orders")
                     .await
                     .map_err(OrdersError::Internal)?;
-                if let Err(e) = kit::events::nats::ensure_stream(&js, topology).await {
+                if let Err(e) = api::events::nats::ensure_stream(&js, topology).await {
                     // The broker may be down right now; publishing retries until it is back.
                     tracing::warn!(error = %e, "NATS stream not ready yet");
                 }

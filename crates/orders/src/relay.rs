@@ -7,10 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use api::events::{Event, EventBatch};
 use async_nats::jetstream;
 use kit::auth::ServiceTokenSource;
+use kit::client::JsonCalls;
 use kit::client::ServiceClient;
-use kit::events::{Event, EventBatch};
 use kit::metrics::Metrics;
 use tokio::sync::Notify;
 
@@ -39,7 +40,7 @@ impl Transport {
                 let token = tokens.token_for("catalog").await.map_err(|e| e.to_string())?;
                 let body = serde_json::to_vec(&EventBatch { events: events.to_vec() }).map_err(|e| e.to_string())?;
                 let result = subscribers
-                    .json::<kit::events::DeliveryReport>(axum::http::Method::POST, "", Some(&token), Some(body.into()))
+                    .json::<api::events::DeliveryReport>(axum::http::Method::POST, "", Some(&token), Some(body.into()))
                     .await;
                 if let Err(e) = &result
                     && e.status() == Some(axum::http::StatusCode::UNAUTHORIZED)

@@ -1,7 +1,7 @@
 //! What a client sends to place an order, in every shape the seeds send it, and its lines
 //! checked into what the catalog is asked to reserve.
 
-use kit::money::{Money, Quantity};
+use api::money::{Money, Quantity};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
@@ -65,7 +65,7 @@ pub(crate) struct Line {
 impl Line {
     pub(crate) fn from_request(item: &OrderItemRequest, field: &str) -> Result<Line> {
         let name = match (&item.name, &item.product) {
-            (Some(_), Some(_)) => return Err(OrdersError::invalid(field, "gives both name and product")),
+            (Some(_), Some(_)) => return Err(OrdersError::invalid(field.to_string(), "gives both name and product")),
             (n, p) => n.as_ref().or(p.as_ref()),
         };
         let product = match (item.product_id, &item.sku, name) {
@@ -89,7 +89,7 @@ impl Line {
             }
             _ => {
                 return Err(OrdersError::invalid(
-                    field,
+                    field.to_string(),
                     "must name the product by exactly one of product_id, sku or name",
                 ));
             }

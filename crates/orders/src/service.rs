@@ -4,11 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use api::events::{ORDER_CANCELLED, ORDER_CREATED, ORDER_STATUS_CHANGED};
+use api::{Grants, Permission};
 use axum::http::{Method, StatusCode};
-use kit::auth::{Permission, Principal, ServiceTokenSource, TokenVerifier};
+use kit::auth::{Principal, ServiceTokenSource, TokenVerifier};
+use kit::client::JsonCalls;
 use kit::client::{ServiceClient, UpstreamError};
 use kit::db::now_ms;
-use kit::events::{ORDER_CANCELLED, ORDER_CREATED, ORDER_STATUS_CHANGED};
 use kit::metrics::Metrics;
 use kit::pagination::{PageRequest, Paged};
 use serde_json::json;
@@ -17,7 +19,7 @@ use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::domain::{IdempotencyKey, OrderStatus, parse_customer_name};
-use crate::error::{OrdersError, Result};
+use crate::error::{OrderFailure, OrdersError, Result};
 use crate::request::{CreateOrderRequest, Line, ReservationReply, ReservedLine};
 use crate::store::{
     HistoryRow, IdempotencyRecord, IdempotentAnswer, Inserted, ItemRow, ListFilter, NewOrder, OrderRow, OutboxEvent,
@@ -87,7 +89,7 @@ impl Orders {
                     replayed: true,
                 })
             }
-            IdempotencyRecord::Mismatch => Err(OrdersError::IdempotencyMismatch),
+            IdempotencyRecord::Mismatch => Err(OrdersError::Domain(OrderFailure::IdempotencyMismatch)),
         }
     }
 
@@ -318,13 +320,13 @@ impl Orders {
     /// it does not exist (404), so order ids cannot be probed.
     async fn load_visible(&self, caller: &Principal, id: &str) -> Result<(OrderRow, Vec<ItemRow>, Vec<HistoryRow>)> {
         if uuid::Uuid::parse_str(id).is_err() {
-            return Err(OrdersError::NotFound);
+            return Err(OrderFailure::no_such_order());
         }
-        let (order, items, history) = self.store.get(id).await?.ok_or(OrdersError::NotFound)?;
+        let (order, items, history) = self.store.get(id).await?.ok_or_else(OrderFailure::no_such_order)?;
         let own = caller.user_id.map(|u| u.to_string()).as_deref() == Some(order.user_id.as_str());
         let may_see = caller.is_admin() || (own && caller.has(Permission::OrderView));
         if !may_see {
-            return Err(OrdersError::NotFound);
+            return Err(OrderFailure::no_such_order());
         }
         Ok((order, items, history))
     }
@@ -394,7 +396,7 @@ impl Orders {
                 return Ok(Order::from_rows(&order, &items, &history));
             }
             if !from.can_become(to) {
-                return Err(OrdersError::IllegalTransition { from, to });
+                return Err(OrdersError::Domain(OrderFailure::IllegalTransition { from, to }));
             }
             let now = now_ms();
             let mut next = order.clone();
@@ -412,11 +414,11 @@ impl Orders {
                     tracing::info!(order_id = id, from = %from, to = %to, by = caller.subject, "order status changed");
                     return self.get(caller, id).await;
                 }
-                Err(OrdersError::Concurrent) => continue,
+                Err(OrdersError::Domain(OrderFailure::Concurrent)) => continue,
                 Err(e) => return Err(e),
             }
         }
-        Err(OrdersError::Concurrent)
+        Err(OrdersError::Domain(OrderFailure::Concurrent))
     }
 }
 
@@ -432,12 +434,12 @@ fn check_prices(lines: &[Line], reserved: &[ReservedLine]) -> Result<()> {
             return Err(OrdersError::Internal(format!("reservation lacks the product of item {i}")));
         };
         if actual.unit_price != expected {
-            return Err(OrdersError::PriceChanged {
+            return Err(OrdersError::Domain(OrderFailure::PriceChanged {
                 item: i,
                 name: actual.name.clone(),
                 expected,
                 current: actual.unit_price,
-            });
+            }));
         }
     }
     Ok(())
@@ -462,7 +464,9 @@ mod tests {
             unit_price: "999.99".parse().unwrap(),
         }];
         match check_prices(&lines, &reserved) {
-            Err(OrdersError::PriceChanged { item: 0, current, .. }) => assert_eq!(current.to_string(), "999.99"),
+            Err(OrdersError::Domain(OrderFailure::PriceChanged { item: 0, current, .. })) => {
+                assert_eq!(current.to_string(), "999.99")
+            }
             other => panic!("{other:?}"),
         }
     }

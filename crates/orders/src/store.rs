@@ -5,7 +5,7 @@ use kit::pagination::PageRequest;
 use sqlx::{AnyConnection, Row};
 
 use crate::domain::OrderStatus;
-use crate::error::{OrdersError, Result};
+use crate::error::{OrderFailure, OrdersError, Result};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -292,7 +292,7 @@ impl Store {
         .await?
         .rows_affected();
         if changed != 1 {
-            return Err(OrdersError::Concurrent);
+            return Err(OrdersError::Domain(OrderFailure::Concurrent));
         }
         let seq: i64 =
             sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM order_status_history WHERE order_id = $1")

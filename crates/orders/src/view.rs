@@ -1,7 +1,7 @@
 //! An order as clients see it, built from its stored rows.
 
+use api::money::{Money, Quantity};
 use kit::db::rfc3339;
-use kit::money::{Money, Quantity};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;

@@ -10,7 +10,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::{OnceCell, Semaphore};
 
 use crate::domain::Password;
-use crate::error::{Result, UsersError};
+use crate::error::{Result, UserFailure, UsersError};
 
 #[derive(Debug, Clone, Copy)]
 pub struct HashingConfig {
@@ -73,8 +73,8 @@ impl PasswordHasher {
     ) -> Result<T> {
         let permit = tokio::time::timeout(queue_timeout, self.slots.clone().acquire_owned())
             .await
-            .map_err(|_| UsersError::Busy)?
-            .map_err(|_| UsersError::Busy)?;
+            .map_err(|_| UsersError::Domain(UserFailure::Busy))?
+            .map_err(|_| UsersError::Domain(UserFailure::Busy))?;
         let argon2 = self.argon2();
         let out = tokio::task::spawn_blocking(move || {
             let _permit = permit;
@@ -166,6 +166,6 @@ mod tests {
         })
         .unwrap();
         let _held = h.slots.clone().acquire_owned().await.unwrap();
-        assert!(matches!(h.hash(&Password::unchecked("abcdefgh")).await, Err(UsersError::Busy)));
+        assert!(matches!(h.hash(&Password::unchecked("abcdefgh")).await, Err(UsersError::Domain(UserFailure::Busy))));
     }
 }

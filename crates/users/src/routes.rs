@@ -1,5 +1,6 @@
 //! HTTP handlers: parse, call the service, shape the answer. Nothing else.
 
+use api::Grants;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;

@@ -4,6 +4,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use api::{Grants, Permission};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use kit::auth::{Claims, Principal, RevocationSet, Role, TokenVerifier, unix_now};
@@ -17,7 +18,7 @@ use utoipa::ToSchema;
 
 use crate::config::{Config, ServiceCredential};
 use crate::domain::{DisplayName, Email, Password, Username};
-use crate::error::{Result, UsersError};
+use crate::error::{Result, UserFailure, UsersError};
 use crate::keys::Signer;
 use crate::passwords::PasswordHasher;
 use crate::store::{NewUser, Store, User, UserChanges, UserRow};
@@ -120,7 +121,7 @@ impl UsersService {
                 .insert_user(&NewUser { username, email: Some(email), name, password_hash: &hash, role: *role })
                 .await
             {
-                Ok(_) | Err(UsersError::Taken(_)) => {}
+                Ok(_) | Err(UsersError::Domain(UserFailure::Taken(_))) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -186,11 +187,11 @@ impl UsersService {
     pub async fn login(&self, identifier: &str, password: &str, address: IpAddr) -> Result<TokenResponse> {
         let identifier = identifier.trim();
         if identifier.is_empty() || identifier.len() > 254 || password.is_empty() || password.len() > 1024 {
-            return Err(UsersError::BadCredentials);
+            return Err(UsersError::Domain(UserFailure::BadCredentials));
         }
         if let Err(retry_after_secs) = self.throttle.check_address(address) {
             self.count_login("throttled");
-            return Err(UsersError::Throttled { retry_after_secs });
+            return Err(UsersError::Domain(UserFailure::Throttled { retry_after_secs }));
         }
         let row = if identifier.contains('@') {
             self.store.find_by_email(identifier).await?
@@ -221,7 +222,7 @@ impl UsersService {
             _ => {
                 self.throttle.record_failure(&account, address);
                 self.count_login("failure");
-                Err(UsersError::BadCredentials)
+                Err(UsersError::Domain(UserFailure::BadCredentials))
             }
         }
     }
@@ -258,7 +259,7 @@ impl UsersService {
             sub: row.id.clone(),
             username: Some(row.username.clone()),
             role: role.as_str().into(),
-            perms: role.permissions().iter().map(|p| p.as_str().to_string()).collect(),
+            perms: Permission::names_of_role(role),
             iss: self.config.jwt.issuer.clone(),
             aud: self.config.jwt.audience.clone(),
             exp: now + ttl as i64,
@@ -274,25 +275,26 @@ impl UsersService {
     /// already exchanged means it leaked: the whole session is revoked.
     pub async fn refresh(&self, token: &str) -> Result<TokenResponse> {
         if token.is_empty() || token.len() > 256 {
-            return Err(UsersError::BadRefreshToken);
+            return Err(UsersError::Domain(UserFailure::BadRefreshToken));
         }
         let hash = hash_refresh(token);
-        let record = self.store.find_refresh(&hash).await?.ok_or(UsersError::BadRefreshToken)?;
+        let record = self.store.find_refresh(&hash).await?.ok_or(UsersError::Domain(UserFailure::BadRefreshToken))?;
         if record.revoked_at.is_some() || record.expires_at < now_ms() {
-            return Err(UsersError::BadRefreshToken);
+            return Err(UsersError::Domain(UserFailure::BadRefreshToken));
         }
         if record.used_at.is_some() {
             self.reuse_detected(&record.family_id).await?;
-            return Err(UsersError::BadRefreshToken);
+            return Err(UsersError::Domain(UserFailure::BadRefreshToken));
         }
-        let row = self.store.find_by_id(&record.user_id).await?.ok_or(UsersError::BadRefreshToken)?;
+        let row =
+            self.store.find_by_id(&record.user_id).await?.ok_or(UsersError::Domain(UserFailure::BadRefreshToken))?;
         let (next, next_hash) = new_refresh_token();
         let expires = now_ms() + self.config.refresh_ttl.as_millis() as i64;
         let rotated = self.store.rotate_refresh(&hash, &next_hash, &record.family_id, &row.id, expires).await?;
         if !rotated {
             // Someone exchanged it between our read and our write: a concurrent replay.
             self.reuse_detected(&record.family_id).await?;
-            return Err(UsersError::BadRefreshToken);
+            return Err(UsersError::Domain(UserFailure::BadRefreshToken));
         }
         self.tokens_for(&row, &record.family_id, next)
     }
@@ -341,7 +343,7 @@ impl UsersService {
         } else {
             self.store.find_by_username(id_or_username).await?
         };
-        found.ok_or(UsersError::NotFound)
+        found.ok_or_else(UserFailure::no_such_user)
     }
 
     /// Others' accounts are invisible to non-admins: 404, not 403, so ids cannot be probed.
@@ -349,13 +351,13 @@ impl UsersService {
         if caller.is_admin() || caller.user_id.map(|u| u.to_string()).as_deref() == Some(row.id.as_str()) {
             Ok(())
         } else {
-            Err(UsersError::NotFound)
+            Err(UserFailure::no_such_user())
         }
     }
 
     pub async fn me(&self, caller: &Principal) -> Result<User> {
         let id = caller.user_id.ok_or_else(|| UsersError::Forbidden("services have no profile".into()))?;
-        let row = self.store.find_by_id(&id.to_string()).await?.ok_or(UsersError::NotFound)?;
+        let row = self.store.find_by_id(&id.to_string()).await?.ok_or_else(UserFailure::no_such_user)?;
         Ok(User::from(&row))
     }
 
@@ -363,7 +365,7 @@ impl UsersService {
         let row = self.find(id_or_username).await?;
         self.ensure_self_or_admin(caller, &row)?;
         let is_self = caller.user_id.map(|u| u.to_string()).as_deref() == Some(row.id.as_str());
-        if !caller.is_admin() && !caller.has(kit::auth::Permission::ProfileEdit) {
+        if !caller.is_admin() && !caller.has(Permission::ProfileEdit) {
             return Err(UsersError::Forbidden("This needs the permission profile.edit.".into()));
         }
         let mut changes = UserChanges::default();
@@ -436,7 +438,7 @@ impl UsersService {
         let row = self.find(id_or_username).await?;
         self.ensure_self_or_admin(caller, &row)?;
         let is_self = caller.user_id.map(|u| u.to_string()).as_deref() == Some(row.id.as_str());
-        if !is_self && !caller.has(kit::auth::Permission::UserDelete) {
+        if !is_self && !caller.has(Permission::UserDelete) {
             return Err(UsersError::Forbidden("This needs the permission user.delete.".into()));
         }
         self.revoke_user_sessions(&row.id, None).await?;
@@ -479,7 +481,7 @@ impl UsersService {
         let known: Option<&ServiceCredential> =
             self.config.service_clients.iter().find(|c| c.matches(client_id, secret));
         let Some(client) = known else {
-            return Err(UsersError::BadCredentials);
+            return Err(UsersError::Domain(UserFailure::BadCredentials));
         };
         let now = unix_now();
         let ttl = self.config.service_token_ttl.as_secs();
@@ -487,7 +489,7 @@ impl UsersService {
             sub: format!("service:{}", client.client_id),
             username: None,
             role: Role::Service.as_str().into(),
-            perms: Role::Service.permissions().iter().map(|p| p.as_str().to_string()).collect(),
+            perms: Permission::names_of_role(Role::Service),
             iss: self.config.jwt.issuer.clone(),
             aud: self.config.jwt.service_audience(audience),
             exp: now + ttl as i64,

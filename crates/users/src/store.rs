@@ -7,7 +7,7 @@ use serde::Serialize;
 use sqlx::Row;
 use utoipa::ToSchema;
 
-use crate::error::{Result, UsersError};
+use crate::error::{Result, UserFailure, UsersError};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -124,17 +124,17 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         }
-        self.find_by_id(&id).await?.ok_or(UsersError::NotFound)
+        self.find_by_id(&id).await?.ok_or_else(UserFailure::no_such_user)
     }
 
     async fn which_is_taken(&self, username: &str, email: Option<&str>) -> UsersError {
         if let Some(email) = email
             && let Ok(Some(_)) = self.find_by_email(email).await
         {
-            return UsersError::Taken("email");
+            return UsersError::Domain(UserFailure::Taken("email"));
         }
         let _ = username;
-        UsersError::Taken("username")
+        UsersError::Domain(UserFailure::Taken("username"))
     }
 
     pub async fn username_exists(&self, username: &str) -> Result<bool> {
@@ -197,12 +197,12 @@ impl Store {
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?
-            .ok_or(UsersError::NotFound)?;
+            .ok_or_else(UserFailure::no_such_user)?;
         if current.role() == Role::Admin
             && changes.role.is_some_and(|r| r != Role::Admin)
             && self.admins_held(&mut tx).await? <= 1
         {
-            return Err(UsersError::LastAdmin);
+            return Err(UsersError::Domain(UserFailure::LastAdmin));
         }
         let result = sqlx::query(
             "UPDATE users SET
@@ -231,16 +231,16 @@ impl Store {
                     if changes.email.is_some()
                         && self.find_by_email(changes.email.as_deref().unwrap_or_default()).await?.is_some()
                     {
-                        UsersError::Taken("email")
+                        UsersError::Domain(UserFailure::Taken("email"))
                     } else {
-                        UsersError::Taken("username")
+                        UsersError::Domain(UserFailure::Taken("username"))
                     },
                 );
             }
             Err(e) => return Err(e.into()),
         }
         tx.commit().await?;
-        self.find_by_id(id).await?.ok_or(UsersError::NotFound)
+        self.find_by_id(id).await?.ok_or_else(UserFailure::no_such_user)
     }
 
     pub async fn delete_user(&self, id: &str) -> Result<()> {
@@ -252,10 +252,10 @@ impl Store {
             .map(|r| r.try_get("role"))
             .transpose()?;
         match role.as_deref() {
-            None => return Err(UsersError::NotFound),
+            None => return Err(UserFailure::no_such_user()),
             Some("admin") => {
                 if self.admins_held(&mut tx).await? <= 1 {
-                    return Err(UsersError::LastAdmin);
+                    return Err(UsersError::Domain(UserFailure::LastAdmin));
                 }
             }
             Some(_) => {}
@@ -499,7 +499,8 @@ mod tests {
                 }
             }
             assert_eq!(admins.len(), 1, "round {round}: {} administrators left", admins.len());
-            let refused = [&a, &b].into_iter().filter(|r| matches!(r, Err(UsersError::LastAdmin))).count();
+            let refused =
+                [&a, &b].into_iter().filter(|r| matches!(r, Err(UsersError::Domain(UserFailure::LastAdmin)))).count();
             assert_eq!(refused, 1, "round {round}: one demotion is refused as the last administrator's");
             let demoted = if admins[0] == ann { &ben } else { &ann };
             store.update_user(demoted, role_change(Role::Admin)).await.unwrap();

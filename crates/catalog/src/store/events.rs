@@ -6,7 +6,7 @@ use sqlx::Row;
 use super::reservations::{commit_in, release_in};
 
 use super::*;
-use crate::error::{CatalogError, Result};
+use crate::error::{CatalogError, CatalogFailure, Result};
 
 impl Store {
     /// Applies one order event exactly once: the event id is recorded in the same transaction
@@ -51,7 +51,7 @@ impl Store {
                 tracing::warn!(event_id, kind, order_id, why, "order event could not be applied");
                 true
             }
-            Err(CatalogError::InsufficientStock { product_id, .. }) => {
+            Err(CatalogError::Domain(CatalogFailure::InsufficientStock { product_id, .. })) => {
                 tracing::error!(event_id, order_id, product_id, "late commit found no stock for a live order");
                 true
             }

@@ -2,13 +2,13 @@
 //! conditional updates (`… WHERE available >= wanted`), inside transactions, so concurrent
 //! reservers — even several catalog instances on one PostgreSQL — can never oversell.
 
+use api::money::Money;
 use kit::db::{Db, escape_like, is_unique_violation, now_ms};
-use kit::money::Money;
 use kit::pagination::PageRequest;
 use sqlx::{AnyConnection, Row};
 
 use crate::domain::{ReservationState, SortOrder};
-use crate::error::{CatalogError, Result};
+use crate::error::{CatalogError, CatalogFailure, Result};
 
 mod events;
 mod images;
@@ -310,7 +310,7 @@ impl Store {
         match result {
             Ok(r) if r.rows_affected() == 1 => {}
             Ok(_) => {
-                return Err(CatalogError::PreconditionFailed { current_etag: current.etag() });
+                return Err(CatalogError::Domain(CatalogFailure::PreconditionFailed { current_etag: current.etag() }));
             }
             Err(e) if is_unique_violation(&e) => {
                 return Err(CatalogError::Conflict("Another product already has that SKU.".into()));
@@ -343,7 +343,7 @@ impl Store {
             StockChange::Set(n) => Some(n),
         };
         let target = match target {
-            Some(t) if (0..=kit::money::Quantity::MAX as i64 * 100_000).contains(&t) => t,
+            Some(t) if (0..=api::money::Quantity::MAX as i64 * 100_000).contains(&t) => t,
             _ => return Err(CatalogError::invalid("stock", "would be negative or absurdly large")),
         };
         if target < current.stock_reserved {
@@ -401,7 +401,9 @@ fn check_tracking_switch(current: &ProductRow, changes: &ProductChanges) -> Resu
 /// version.
 fn ensure_version(current: &ProductRow, expected: Option<i64>) -> Result<()> {
     match expected {
-        Some(v) if v != current.version => Err(CatalogError::PreconditionFailed { current_etag: current.etag() }),
+        Some(v) if v != current.version => {
+            Err(CatalogError::Domain(CatalogFailure::PreconditionFailed { current_etag: current.etag() }))
+        }
         _ => Ok(()),
     }
 }

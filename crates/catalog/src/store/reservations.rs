@@ -5,7 +5,7 @@ use sqlx::{AnyConnection, Row};
 
 use super::*;
 use crate::domain::{ProductRef, ReservationState};
-use crate::error::{CatalogError, Result};
+use crate::error::{CatalogError, CatalogFailure, Result};
 
 impl Store {
     /// Reserves every line or none. Replaying the same id with the same request returns the
@@ -30,9 +30,11 @@ impl Store {
         // Resolve references, merging lines that name the same product.
         let mut wanted: Vec<(ProductRow, i64)> = Vec::new();
         for (index, (reference, quantity)) in lines.iter().enumerate() {
-            let product = resolve(&mut tx, reference)
-                .await?
-                .ok_or(CatalogError::UnknownProduct { line: index + 1, reference: reference.to_string() })?;
+            let product =
+                resolve(&mut tx, reference).await?.ok_or(CatalogError::Domain(CatalogFailure::UnknownProduct {
+                    line: index + 1,
+                    reference: reference.to_string(),
+                }))?;
             match wanted.iter_mut().find(|(p, _)| p.id == product.id) {
                 Some((_, q)) => *q += quantity,
                 None => wanted.push((product, *quantity)),
@@ -56,12 +58,12 @@ impl Store {
             .rows_affected();
             if taken != 1 {
                 let fresh = self.get_for_write(&mut tx, product.id).await?;
-                return Err(CatalogError::InsufficientStock {
+                return Err(CatalogError::Domain(CatalogFailure::InsufficientStock {
                     product_id: product.id,
                     sku: product.sku.clone(),
                     requested: *quantity,
                     available: fresh.map(|p| p.available()).unwrap_or(0),
-                });
+                }));
             }
         }
         let inserted = sqlx::query(
@@ -314,12 +316,12 @@ pub(super) async fn commit_in(conn: &mut AnyConnection, id: &str) -> Result<()> 
                         .await?
                         .rows_affected();
                         if taken != 1 {
-                            return Err(CatalogError::InsufficientStock {
+                            return Err(CatalogError::Domain(CatalogFailure::InsufficientStock {
                                 product_id: product,
                                 sku: String::new(),
                                 requested: quantity,
                                 available: 0,
-                            });
+                            }));
                         }
                     }
                     return Ok(());

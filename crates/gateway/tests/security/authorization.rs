@@ -107,7 +107,7 @@ struct Operation {
 
 /// `picture`: the id of product 1's main picture, for the picture paths.
 fn operations(doc: &Value, charlie: &Secrets, picture: &str) -> Vec<Operation> {
-    let user_permissions = kit::auth::Role::User.permissions();
+    let user_permissions = api::Permission::of_role(kit::auth::Role::User);
     let mut out = Vec::new();
     for (template, item) in doc["paths"].as_object().unwrap() {
         for method in METHODS {

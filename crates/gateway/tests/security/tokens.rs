@@ -31,7 +31,7 @@ async fn forged_and_invalid_tokens_are_refused_by_the_gateway_and_every_service(
     let admin = {
         let mut c = bob.clone();
         c["role"] = json!("admin");
-        c["perms"] = json!(kit::auth::Permission::ALL.iter().map(|p| p.as_str()).collect::<Vec<_>>());
+        c["perms"] = json!(api::Permission::ALL.iter().map(|p| p.as_str()).collect::<Vec<_>>());
         c
     };
     let with = |changes: &[(&str, Value)]| {

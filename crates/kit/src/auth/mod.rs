@@ -1,4 +1,4 @@
-//! Tokens as every service sees them: roles and permissions, the JWT claims and who they name,
+//! Tokens as every service sees them: roles, the JWT claims and who they name,
 //! and the pieces around them, one module each: how tokens are signed and checked
 //! (`settings`), the verifier each service uses to check a bearer token locally (`verifier`:
 //! keys from the users service's JWKS, cached and refreshed on an unknown `kid`, or a shared
@@ -51,76 +51,11 @@ impl Role {
             _ => None,
         }
     }
-
-    /// What a role may do. Services get only what service-to-service calls need.
-    pub fn permissions(self) -> &'static [Permission] {
-        use Permission::*;
-        match self {
-            Role::User => &[OrderCreate, OrderView, ProfileEdit],
-            Role::Admin => Permission::ALL,
-            Role::Service => &[StockReserve],
-        }
-    }
 }
 
 impl std::fmt::Display for Role {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Permission {
-    OrderCreate,
-    OrderView,
-    OrderCancel,
-    OrderManage,
-    ProfileEdit,
-    UserCreate,
-    UserDelete,
-    UserManage,
-    ProductManage,
-    StockReserve,
-    SystemAdmin,
-}
-
-impl Permission {
-    pub const ALL: &'static [Permission] = &[
-        Permission::OrderCreate,
-        Permission::OrderView,
-        Permission::OrderCancel,
-        Permission::OrderManage,
-        Permission::ProfileEdit,
-        Permission::UserCreate,
-        Permission::UserDelete,
-        Permission::UserManage,
-        Permission::ProductManage,
-        Permission::StockReserve,
-        Permission::SystemAdmin,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Permission::OrderCreate => "order.create",
-            Permission::OrderView => "order.view",
-            Permission::OrderCancel => "order.cancel",
-            Permission::OrderManage => "order.manage",
-            Permission::ProfileEdit => "profile.edit",
-            Permission::UserCreate => "user.create",
-            Permission::UserDelete => "user.delete",
-            Permission::UserManage => "user.manage",
-            Permission::ProductManage => "product.manage",
-            Permission::StockReserve => "stock.reserve",
-            Permission::SystemAdmin => "system.admin",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Permission> {
-        Permission::ALL.iter().copied().find(|p| p.as_str() == s)
-    }
-
-    fn bit(self) -> u32 {
-        1 << (self as u32)
     }
 }
 
@@ -154,7 +89,9 @@ pub struct Principal {
     pub user_id: Option<Uuid>,
     pub username: Option<String>,
     pub role: Role,
-    perms: u32,
+    /// The permission names the token claims; what they allow is the API's business
+    /// (`api::access`), which also holds them to what the role allows.
+    claimed: Box<[Box<str>]>,
     pub jti: String,
     pub session_id: Option<String>,
     /// Expiry, Unix seconds.
@@ -168,42 +105,25 @@ impl Principal {
             Role::Service => None,
             _ => Some(Uuid::parse_str(&claims.sub).map_err(|_| AuthError::Invalid("malformed subject"))?),
         };
-        // A token can only narrow its role's permissions, never widen them: a tampered `perms`
-        // claim would fail the signature anyway, but a key leak should not mint super-users.
-        let allowed: u32 = role.permissions().iter().map(|p| p.bit()).fold(0, |a, b| a | b);
-        let claimed: u32 =
-            claims.perms.iter().filter_map(|p| Permission::parse(p)).map(|p| p.bit()).fold(0, |a, b| a | b);
         Ok(Principal {
             subject: claims.sub.clone(),
             user_id,
             username: claims.username.clone(),
             role,
-            perms: allowed & claimed,
+            claimed: claims.perms.iter().map(|p| p.as_str().into()).collect(),
             jti: claims.jti.clone(),
             session_id: claims.sid.clone(),
             exp: claims.exp,
         })
     }
 
-    pub fn has(&self, permission: Permission) -> bool {
-        self.perms & permission.bit() != 0
+    /// Whether the token claims the permission of this name (not whether its role allows it).
+    pub fn claims_permission(&self, name: &str) -> bool {
+        self.claimed.iter().any(|p| &**p == name)
     }
 
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
-    }
-
-    pub fn require(&self, permission: Permission) -> Result<(), Problem> {
-        if self.has(permission) {
-            Ok(())
-        } else {
-            Err(Problem::forbidden(format!("This needs the permission {}.", permission.as_str()))
-                .with("required_permission", permission.as_str()))
-        }
-    }
-
-    pub fn permissions(&self) -> Vec<&'static str> {
-        Permission::ALL.iter().filter(|p| self.has(**p)).map(|p| p.as_str()).collect()
     }
 }
 
@@ -321,14 +241,6 @@ mod tests {
             jti: Uuid::new_v4().to_string(),
             sid: Some("s1".into()),
         }
-    }
-
-    #[test]
-    fn a_token_cannot_claim_more_than_its_role_allows() {
-        let p = Principal::from_claims(&claims("user", &["order.create", "order.cancel", "system.admin"])).unwrap();
-        assert!(p.has(Permission::OrderCreate));
-        assert!(!p.has(Permission::OrderCancel));
-        assert!(!p.has(Permission::SystemAdmin));
     }
 
     #[test]

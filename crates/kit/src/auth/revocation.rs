@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{Principal, ServiceTokenSource, unix_now};
+use crate::client::JsonCalls;
 use crate::client::ServiceClient;
 
 /// Revoked access-token ids (`jti`) with their expiry; entries leave when the token would have

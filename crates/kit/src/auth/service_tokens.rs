@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::client::JsonCalls;
 use crate::client::{ServiceClient, UpstreamError};
 use crate::config::{ConfigError, Scoped};
 

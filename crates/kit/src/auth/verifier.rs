@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{AuthError, Claims, JwtSettings, Principal, RevocationSet, Role, unix_now};
+use crate::client::JsonCalls;
 use crate::client::{ServiceClient, UpstreamError};
 
 /// An Ed25519 public key as published in a JWKS.

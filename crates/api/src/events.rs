@@ -83,7 +83,7 @@ pub mod nats {
 
     use async_nats::jetstream;
 
-    use crate::config::{ConfigError, Scoped};
+    use kit::config::{ConfigError, Scoped};
 
     /// Where order events live in NATS: a JetStream stream and the subject prefix of its
     /// messages (`NATS_STREAM`, `NATS_SUBJECT_PREFIX`; default `ORDERS` and `orders`).
