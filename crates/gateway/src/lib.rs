@@ -33,7 +33,7 @@ use utoipa::OpenApi;
 pub use config::Config;
 
 use crate::edge::Edge;
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, ProxySettings};
 use crate::ratelimit::Limiter;
 use crate::rules::Service;
 use crate::upstream::Upstream;
@@ -88,14 +88,14 @@ impl AppState {
             trusted: config.trusted_proxies.clone(),
             metrics: metrics.clone(),
         });
-        let proxy = Arc::new(Proxy {
+        let proxy = Arc::new(Proxy::new(ProxySettings {
             client: proxy::http_client(r),
             resilience: r.clone(),
             trusted: config.trusted_proxies.clone(),
             body_limit: config.server.body_limit,
             upload_limit: config.upload_limit,
             metrics: metrics.clone(),
-        });
+        }));
         health::spawn_breaker_gauges(metrics.clone(), vec![users.clone(), catalog.clone(), orders.clone()]);
         Ok(AppState {
             config: Arc::new(config),
@@ -112,18 +112,19 @@ impl AppState {
     /// What the Cap'n Web shop calls: the users and orders services, and the edge (its token
     /// verifier and rate limits).
     pub fn shop_backend(&self) -> rpc::ShopBackend {
-        let timeouts = kit::client::ClientTimeouts {
-            connect: self.config.resilience.connect_timeout,
-            total: self.config.resilience.request_timeout,
-        };
         rpc::ShopBackend {
-            users: ServiceClient::new("users", self.config.upstreams.users.clone(), timeouts),
-            orders: ServiceClient::new("orders", self.config.upstreams.orders.clone(), timeouts),
+            users: self.upstream_client(Service::Users),
+            orders: self.upstream_client(Service::Orders),
             edge: self.edge.clone(),
         }
     }
 
-    fn upstream(&self, service: Service) -> &Upstream {
+    /// The gateway's own calls to a service, through the proxy's stack.
+    pub fn upstream_client(&self, service: Service) -> proxy::UpstreamClient {
+        proxy::UpstreamClient::new(self.proxy.clone(), self.upstream(service).clone())
+    }
+
+    fn upstream(&self, service: Service) -> &Arc<Upstream> {
         match service {
             Service::Users => &self.users,
             Service::Catalog => &self.catalog,

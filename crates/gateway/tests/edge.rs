@@ -498,24 +498,32 @@ async fn retries_only_where_safe() {
     assert!(bad.hits() + good.hits() >= before + 10);
 }
 
-#[tokio::test]
-async fn a_breaker_opens_fails_fast_and_recovers() {
-    let upstream = Scripted::start().await;
+/// A gateway over `upstream` whose breaker has just opened: five failures in a row (retries
+/// off, ejection out of the way), open for `open_for`.
+async fn gateway_with_an_open_breaker(upstream: &Scripted, open_for: &str) -> TestServer {
     let gw = gateway_over(
-        &[&upstream],
+        &[upstream],
         &[
             ("BREAKER_MIN_REQUESTS", "5"),
-            ("BREAKER_OPEN_FOR", "1s"),
+            ("BREAKER_OPEN_FOR", open_for),
             ("RETRY_MAX", "0"),
             ("EJECT_AFTER_FAILURES", "1000"),
         ],
     )
     .await;
-    let http = reqwest::Client::new();
     upstream.fail_with(500);
     for _ in 0..5 {
-        assert_eq!(http.get(gw.url("/api/products")).send().await.unwrap().status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let status = reqwest::get(gw.url("/api/products")).await.unwrap().status();
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     }
+    gw
+}
+
+#[tokio::test]
+async fn a_breaker_opens_fails_fast_and_recovers() {
+    let upstream = Scripted::start().await;
+    let gw = gateway_with_an_open_breaker(&upstream, "1s").await;
+    let http = reqwest::Client::new();
     let hits = upstream.hits();
     let mut fast = Vec::new();
     for _ in 0..50 {
@@ -623,4 +631,46 @@ async fn oversized_bodies_are_refused_at_the_edge() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(upstream.hits(), 0);
+}
+
+#[tokio::test]
+async fn the_clients_deadline_reaches_the_service_and_ends_the_wait() {
+    let upstream = Scripted::start().await;
+    let gw = gateway_over(&[&upstream], &[("UPSTREAM_TIMEOUT", "10s"), ("RETRY_MAX", "0")]).await;
+    let client = reqwest::Client::new();
+
+    // The service is told what is left of the client's wait, never more than the client gave.
+    let res = client.get(gw.url("/api/products")).header("x-request-timeout-ms", "2500").send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let echoed: Value = res.json().await.unwrap();
+    let told: u64 = echoed["headers"]["x-request-timeout-ms"].as_str().unwrap().parse().unwrap();
+    assert!((1..=2500).contains(&told), "the service was told {told} ms");
+
+    // A slow service is given up on when the client's deadline passes, not the proxy's 10 s.
+    upstream.script.slow_ms.store(3000, Ordering::Relaxed);
+    let started = Instant::now();
+    let res = client.get(gw.url("/api/products")).header("x-request-timeout-ms", "250").send().await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["type"], "/problems/upstream-timeout");
+}
+
+#[tokio::test]
+async fn the_storefront_goes_through_the_proxys_breakers() {
+    let upstream = Scripted::start().await;
+    let gw = gateway_with_an_open_breaker(&upstream, "30s").await;
+    let http = reqwest::Client::new();
+    let hits = upstream.hits();
+    // The breaker the REST calls opened holds for the storefront's own calls too: the page
+    // answers, and nothing is sent to the failing instance.
+    let page = http.get(gw.url("/products")).header("accept", "text/html").send().await.unwrap();
+    assert!(page.status().is_server_error() || page.status().is_success(), "{}", page.status());
+    assert_eq!(upstream.hits(), hits, "the storefront went around the open breaker");
+    let metrics = http.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("upstream_requests_total") && l.contains("outcome=\"breaker_open\"")),
+        "the storefront's refused call is not counted with the proxy's"
+    );
 }

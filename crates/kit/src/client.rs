@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use crate::config::{ConfigError, Origin};
-use crate::context::RequestContext;
+use crate::context::{RequestContext, X_REQUEST_TIMEOUT_MS, timeout_header};
 use crate::problem::Problem;
 
 /// The largest answer a service reads from another. The biggest real answer (a page of 100
@@ -91,6 +91,8 @@ struct Inner {
     http: reqwest::Client,
     bases: Vec<Url>,
     next: AtomicUsize,
+    /// The longest a call may take; a caller's deadline can only shorten it.
+    total: Duration,
 }
 
 impl std::fmt::Debug for ServiceClient {
@@ -135,7 +137,9 @@ impl ServiceClient {
             .no_proxy()
             .build()
             .expect("reqwest client with static settings");
-        ServiceClient { inner: Arc::new(Inner { service, http, bases, next: AtomicUsize::new(0) }) }
+        ServiceClient {
+            inner: Arc::new(Inner { service, http, bases, next: AtomicUsize::new(0), total: timeouts.total }),
+        }
     }
 
     pub fn service(&self) -> &'static str {
@@ -166,6 +170,12 @@ impl ServiceClient {
                 for (name, value) in ctx.outgoing_headers() {
                     req = req.header(name, value);
                 }
+                // The caller's deadline bounds this call too, and travels on.
+                if let Some(left) = ctx.time_left() {
+                    req = req
+                        .header(X_REQUEST_TIMEOUT_MS.clone(), timeout_header(left))
+                        .timeout(left.min(self.inner.total));
+                }
             }
             match build(req).send().await {
                 Ok(res) => return Ok(res),
@@ -187,9 +197,26 @@ impl ServiceClient {
         })
     }
 
-    /// Sends and decodes a JSON answer; any non-2xx becomes [`UpstreamError::Status`] carrying
-    /// the upstream's problem document when it sent one.
-    pub async fn json<T: DeserializeOwned>(
+    pub async fn read_json<T: DeserializeOwned>(&self, res: reqwest::Response) -> Result<T, UpstreamError> {
+        let service = self.inner.service;
+        let status = res.status();
+        let bytes = read_capped(res, MAX_ANSWER_BYTES).await.map_err(|e| match e {
+            ReadError::TooLarge => {
+                UpstreamError::Decode { service, reason: format!("the answer is larger than {MAX_ANSWER_BYTES} bytes") }
+            }
+            ReadError::Http(e) if e.is_timeout() => UpstreamError::Timeout { service },
+            ReadError::Http(e) => UpstreamError::Unreachable { service, reason: e.to_string() },
+        })?;
+        decode_answer(service, status, &bytes)
+    }
+}
+
+impl JsonCalls for ServiceClient {
+    fn service_name(&self) -> &'static str {
+        self.inner.service
+    }
+
+    async fn json<T: DeserializeOwned>(
         &self,
         method: Method,
         path_and_query: &str,
@@ -209,41 +236,56 @@ impl ServiceClient {
             .await?;
         self.read_json(res).await
     }
+}
 
-    pub async fn get_json<T: DeserializeOwned>(&self, path: &str, bearer: Option<&str>) -> Result<T, UpstreamError> {
-        self.json(Method::GET, path, bearer, None).await
+/// JSON calls to a service, however they travel (this crate's [`ServiceClient`] over HTTP, the
+/// gateway's own proxy stack): each client writes `json`, and reads and writes come with it.
+pub trait JsonCalls: Sync {
+    fn service_name(&self) -> &'static str;
+
+    /// Sends a JSON body (or none) with a bearer token (or none) and decodes the JSON answer;
+    /// any non-2xx is [`UpstreamError::Status`] with the service's problem document.
+    fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        bearer: Option<&str>,
+        body: Option<bytes::Bytes>,
+    ) -> impl Future<Output = Result<T, UpstreamError>> + Send;
+
+    fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        bearer: Option<&str>,
+    ) -> impl Future<Output = Result<T, UpstreamError>> + Send {
+        self.json(Method::GET, path, bearer, None)
     }
 
-    pub async fn post_json<B: Serialize, T: DeserializeOwned>(
+    fn post_json<B: Serialize + Sync, T: DeserializeOwned>(
         &self,
         path: &str,
         bearer: Option<&str>,
         body: &B,
-    ) -> Result<T, UpstreamError> {
-        let body = serde_json::to_vec(body)
-            .map_err(|e| UpstreamError::Decode { service: self.inner.service, reason: e.to_string() })?;
-        self.json(Method::POST, path, bearer, Some(body.into())).await
+    ) -> impl Future<Output = Result<T, UpstreamError>> + Send {
+        let written = serde_json::to_vec(body).map_err(|e| UpstreamError::Decode {
+            service: self.service_name(),
+            reason: format!("the request could not be written: {e}"),
+        });
+        async move { self.json(Method::POST, path, bearer, Some(written?.into())).await }
     }
+}
 
-    pub async fn read_json<T: DeserializeOwned>(&self, res: reqwest::Response) -> Result<T, UpstreamError> {
-        let service = self.inner.service;
-        let status = res.status();
-        let bytes = read_capped(res, MAX_ANSWER_BYTES).await.map_err(|e| match e {
-            ReadError::TooLarge => {
-                UpstreamError::Decode { service, reason: format!("the answer is larger than {MAX_ANSWER_BYTES} bytes") }
-            }
-            ReadError::Http(e) if e.is_timeout() => UpstreamError::Timeout { service },
-            ReadError::Http(e) => UpstreamError::Unreachable { service, reason: e.to_string() },
-        })?;
-        if !status.is_success() {
-            return Err(UpstreamError::Status {
-                service,
-                status,
-                problem: serde_json::from_slice::<Problem>(&bytes).ok(),
-            });
-        }
-        serde_json::from_slice(&bytes).map_err(|e| UpstreamError::Decode { service, reason: e.to_string() })
+/// A service's answer read as JSON: a non-2xx becomes [`UpstreamError::Status`] carrying the
+/// service's problem document when it sent one.
+pub fn decode_answer<T: DeserializeOwned>(
+    service: &'static str,
+    status: StatusCode,
+    bytes: &[u8],
+) -> Result<T, UpstreamError> {
+    if !status.is_success() {
+        return Err(UpstreamError::Status { service, status, problem: serde_json::from_slice::<Problem>(bytes).ok() });
     }
+    serde_json::from_slice(bytes).map_err(|e| UpstreamError::Decode { service, reason: e.to_string() })
 }
 
 enum ReadError {

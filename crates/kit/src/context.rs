@@ -2,12 +2,35 @@
 //! this service and onto every upstream call it makes.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::http::{HeaderName, HeaderValue};
 use rand::RngCore;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// How long the caller will still wait, in milliseconds: each hop passes on what is left, so
+/// a service stops working on a request its client has given up on.
+pub static X_REQUEST_TIMEOUT_MS: HeaderName = HeaderName::from_static("x-request-timeout-ms");
+
+/// The longest wait a caller may ask for; longer asks are read as this.
+const LONGEST_ASKED_WAIT: Duration = Duration::from_secs(3600);
+
+/// The header value saying `left` remains (at least 1 ms: 0 would read as "no wait at all").
+pub fn timeout_header(left: Duration) -> HeaderValue {
+    HeaderValue::from(left.as_millis().clamp(1, LONGEST_ASKED_WAIT.as_millis()) as u64)
+}
+
+/// Reads `X-Request-Timeout-Ms`: plain decimal milliseconds, at least 1; anything else is
+/// ignored (the service's own timeout applies).
+pub fn parse_timeout_header(value: &HeaderValue) -> Option<Duration> {
+    let text = value.to_str().ok()?;
+    if text.is_empty() || text.len() > 12 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let ms: u64 = text.parse().ok()?;
+    (ms > 0).then(|| Duration::from_millis(ms).min(LONGEST_ASKED_WAIT))
+}
 
 #[derive(Debug, Clone)]
 pub struct RequestContext {
@@ -16,6 +39,8 @@ pub struct RequestContext {
     pub trace_id: Arc<str>,
     /// The span id this hop passes on as the parent of the next one.
     pub span_id: Arc<str>,
+    /// When the caller stops waiting, if it said (`X-Request-Timeout-Ms`).
+    pub deadline: Option<Instant>,
 }
 
 tokio::task_local! {
@@ -36,11 +61,22 @@ impl RequestContext {
             .and_then(parse_traceparent_trace_id)
             .map(Arc::from)
             .unwrap_or_else(|| Arc::from(random_hex(16)));
-        RequestContext { request_id, trace_id, span_id: Arc::from(random_hex(8)) }
+        RequestContext { request_id, trace_id, span_id: Arc::from(random_hex(8)), deadline: None }
     }
 
     pub fn traceparent(&self) -> String {
         format!("00-{}-{}-01", self.trace_id, self.span_id)
+    }
+
+    /// What is left of the caller's wait, if it set one.
+    pub fn time_left(&self) -> Option<Duration> {
+        self.deadline.map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// The caller's deadline for the request served on this task, read without cloning the
+    /// context (the proxy asks for it on every request).
+    pub fn current_deadline() -> Option<Instant> {
+        CONTEXT.try_with(|c| c.deadline).ok().flatten()
     }
 
     /// The context of the request being served on this task, if any.
@@ -103,6 +139,18 @@ fn random_hex(bytes: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_timeout_header_is_plain_positive_milliseconds() {
+        let read = |v: &'static str| parse_timeout_header(&HeaderValue::from_static(v));
+        assert_eq!(read("250"), Some(Duration::from_millis(250)));
+        assert_eq!(read("99999999999"), Some(LONGEST_ASKED_WAIT));
+        for bad in ["", "0", "-5", "1.5", "1e3", " 250", "9999999999999"] {
+            assert_eq!(read(bad), None, "{bad:?}");
+        }
+        assert_eq!(timeout_header(Duration::from_micros(10)), "1");
+        assert_eq!(timeout_header(Duration::from_millis(1234)), "1234");
+    }
 
     #[test]
     fn keeps_plain_request_ids_and_replaces_odd_ones() {

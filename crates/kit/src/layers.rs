@@ -1,5 +1,5 @@
 //! Tower layers every ordermesh HTTP server wears, outermost first:
-//! [`RequestIdLayer`] → [`AccessLogLayer`] → [`HttpMetricsLayer`].
+//! [`RequestIdLayer`] → [`AccessLogLayer`] → [`HttpMetricsLayer`] → [`DeadlineLayer`].
 
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use crate::context::{RequestContext, TRACEPARENT, X_REQUEST_ID};
+use crate::context::{RequestContext, TRACEPARENT, X_REQUEST_ID, X_REQUEST_TIMEOUT_MS, parse_timeout_header};
 use crate::metrics::Metrics;
 
 /// Accepts a well-formed `x-request-id` or makes one, joins or starts a W3C trace, makes both
@@ -44,7 +44,9 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let ctx = RequestContext::from_headers(req.headers().get(&X_REQUEST_ID), req.headers().get(&TRACEPARENT));
+        let mut ctx = RequestContext::from_headers(req.headers().get(&X_REQUEST_ID), req.headers().get(&TRACEPARENT));
+        ctx.deadline =
+            req.headers().get(&X_REQUEST_TIMEOUT_MS).and_then(parse_timeout_header).map(|d| Instant::now() + d);
         let id = HeaderValue::from_str(&ctx.request_id).ok();
         if let Some(id) = &id {
             req.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
@@ -208,5 +210,103 @@ where
             });
             result
         })
+    }
+}
+
+/// Ends a request that runs past the service's own timeout or past its caller's deadline
+/// (`X-Request-Timeout-Ms`), whichever comes first, with a 503 problem: nothing keeps working
+/// for a caller that has gone.
+#[derive(Clone, Copy)]
+pub struct DeadlineLayer {
+    timeout: std::time::Duration,
+}
+
+impl DeadlineLayer {
+    pub fn new(timeout: std::time::Duration) -> Self {
+        DeadlineLayer { timeout }
+    }
+}
+
+impl<S> Layer<S> for DeadlineLayer {
+    type Service = DeadlineService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        DeadlineService { inner, timeout: self.timeout }
+    }
+}
+
+#[derive(Clone)]
+pub struct DeadlineService<S> {
+    inner: S,
+    timeout: std::time::Duration,
+}
+
+impl<S, B> Service<Request<B>> for DeadlineService<S>
+where
+    S: Service<Request<B>, Response = axum::response::Response> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = axum::response::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let asked = req.headers().get(&X_REQUEST_TIMEOUT_MS).and_then(parse_timeout_header);
+        let limit = asked.map_or(self.timeout, |a| a.min(self.timeout));
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            match tokio::time::timeout(limit, fut).await {
+                Ok(done) => done,
+                Err(_) => Ok(axum::response::IntoResponse::into_response(crate::Problem::unavailable(
+                    format!("The request took longer than {} ms.", limit.as_millis()),
+                    1,
+                ))),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn slow_service(timeout: Duration) -> Router {
+        Router::new()
+            .route(
+                "/",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    "done"
+                }),
+            )
+            .layer(DeadlineLayer::new(timeout))
+    }
+
+    #[tokio::test]
+    async fn a_request_ends_at_the_callers_deadline_when_it_comes_first() {
+        let started = Instant::now();
+        let req = Request::get("/").header("x-request-timeout-ms", "50").body(Body::empty()).unwrap();
+        let res = slow_service(Duration::from_secs(10)).oneshot(req).await.unwrap();
+        assert_eq!(res.status(), 503);
+        assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_request_ends_at_the_services_timeout_whatever_the_caller_asks() {
+        let started = Instant::now();
+        let req = Request::get("/").header("x-request-timeout-ms", "600000").body(Body::empty()).unwrap();
+        let res = slow_service(Duration::from_millis(50)).oneshot(req).await.unwrap();
+        assert_eq!(res.status(), 503);
+        assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
     }
 }

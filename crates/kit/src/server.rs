@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -209,10 +208,7 @@ impl ServiceShell {
                     .layer(AccessLogLayer::new(name, self.access_log_at_info))
                     .layer(HttpMetricsLayer::new(self.metrics.clone()))
                     .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
-                    .layer(HandleErrorLayer::new(move |_: tower::BoxError| async move {
-                        Problem::unavailable(format!("The request took longer than {} ms.", timeout.as_millis()), 1)
-                    }))
-                    .layer(tower::timeout::TimeoutLayer::new(timeout))
+                    .layer(crate::layers::DeadlineLayer::new(timeout))
                     .layer(DefaultBodyLimit::max(self.server.body_limit)),
             )
     }
