@@ -13,11 +13,15 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
+use api::{Grants, Permission};
 use axum::http::{Method, StatusCode};
 use capnweb::{CallContext, Capability, RpcError, RpcTarget, Value};
 use futures::future::BoxFuture;
-use kit::auth::{Permission, Principal, TokenVerifier};
-use kit::client::{ServiceClient, UpstreamError};
+use kit::auth::{Principal, TokenVerifier};
+use kit::client::JsonCalls;
+use kit::client::UpstreamError;
+
+use crate::proxy::UpstreamClient;
 use rand::RngCore;
 use serde::Deserialize;
 use serde_json::json;
@@ -30,8 +34,8 @@ pub const SEAL_METHOD: &str = "$seal";
 /// What every session's shop object shares.
 #[derive(Clone)]
 pub struct ShopBackend {
-    pub users: ServiceClient,
-    pub orders: ServiceClient,
+    pub users: UpstreamClient,
+    pub orders: UpstreamClient,
     /// The REST edge: its token verifier, and its rate limits, which every call counts against
     /// too (a WebSocket must not be a way around them, least of all for guessing passwords).
     pub edge: Arc<Edge>,
@@ -79,7 +83,7 @@ struct OrderReply {
     id: String,
     user_id: String,
     status: String,
-    total: kit::money::Money,
+    total: api::money::Money,
     item_count: usize,
     #[serde(default)]
     items: Vec<serde_json::Value>,
@@ -138,14 +142,9 @@ impl Shop {
         let users = &self.backend.users;
         // The users service throttles failed sign-ins per address too: it must count the
         // caller's, not the gateway's (which would let one guesser lock everyone out).
-        let client = self.client.to_string();
-        let sent = users
-            .send(Method::POST, "/users/login", |req| {
-                req.header(axum::http::header::CONTENT_TYPE, "application/json")
-                    .header("x-forwarded-for", client.as_str())
-                    .body(body.clone())
-            })
-            .await;
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
+        let sent = users.send(Method::POST, "/users/login", headers, body, Some(self.client)).await;
         let reply: LoginReply = match sent {
             Ok(res) => users.read_json(res).await,
             Err(e) => Err(e),

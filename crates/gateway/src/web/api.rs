@@ -1,7 +1,7 @@
 //! The services' JSON, as far as pages read it. (The services own these shapes; the pages
 //! read only the fields they show, and tolerate the rest.)
 
-use kit::money::Money;
+use api::money::Money;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,6 +1,7 @@
-//! How pages reach the platform: the same service APIs REST clients use, called over HTTP
-//! with the signed-in user's bearer token ([`kit::client::ServiceClient`] per service, built
-//! from the gateway's upstream lists), so the browser, REST and RPC see the same orders.
+//! How pages reach the platform: the same service APIs REST clients use, called with the
+//! signed-in user's bearer token through the gateway's own proxy stack
+//! ([`crate::proxy::UpstreamClient`]: the same balancing, breakers and deadline as a REST
+//! call), so the browser, REST and RPC see the same orders.
 //!
 //! Access tokens are short-lived. A page finds its user by checking the session's access
 //! token locally (the edge's verifier, the same keys the services use); an expired one is
@@ -14,12 +15,15 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use axum::body::Bytes;
 use axum::extract::FromRequestParts;
+use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
+use axum::response::Response;
 use kit::Problem;
 use kit::auth::Principal;
-use kit::client::{ServiceClient, UpstreamError};
+use kit::client::UpstreamError;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -28,6 +32,7 @@ pub use super::api::{Categories, Order, Paged, Product, TokenResponse, User};
 use super::refresh::refresh_session;
 use super::session::{Cart, Flash, FlashKind, Session, Tokens};
 use super::{Web, WebError};
+use crate::proxy::UpstreamClient;
 
 // ---------------------------------------------------------------------------------------------
 // Per-request state, shared between the web layer (which reads and writes the cookies) and the
@@ -296,7 +301,7 @@ impl Ctx {
         lock(&self.shared).session.name.clone()
     }
 
-    fn client(&self, svc: Svc) -> &ServiceClient {
+    fn client(&self, svc: Svc) -> &UpstreamClient {
         match svc {
             Svc::Users => &self.web.users,
             Svc::Catalog => &self.web.catalog,
@@ -304,11 +309,16 @@ impl Ctx {
         }
     }
 
-    /// Sends a call and returns the raw answer (any status). An authenticated call that gets
-    /// 401 refreshes the session once and is sent again.
-    pub async fn send(&self, call: &Call) -> Result<reqwest::Response, ApiError> {
+    /// Sends a call and returns the raw answer (any status), on behalf of the visitor's
+    /// address. An authenticated call that gets 401 refreshes the session once and is sent
+    /// again.
+    pub async fn send(&self, call: &Call) -> Result<Response, ApiError> {
         let client = self.client(call.svc);
-        let body = call.body.as_ref().map(|b| bytes::Bytes::from(serde_json::to_vec(b).unwrap_or_default()));
+        let (content_type, body) = match (&call.body, &call.raw) {
+            (_, Some((content_type, bytes))) => (Some(*content_type), bytes.clone()),
+            (Some(json), None) => (Some("application/json"), Bytes::from(serde_json::to_vec(json).unwrap_or_default())),
+            (None, None) => (None, Bytes::new()),
+        };
         let mut refreshed = false;
         loop {
             let token = if call.authed { self.tokens().map(|t| t.access) } else { None };
@@ -319,26 +329,20 @@ impl Ctx {
                     problem: None,
                 }));
             }
+            let mut headers = HeaderMap::new();
+            for (name, value) in &call.headers {
+                if let Ok(value) = HeaderValue::from_str(value) {
+                    headers.append(*name, value);
+                }
+            }
+            if let Some(value) = token.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok()) {
+                headers.insert(header::AUTHORIZATION, value);
+            }
+            if let Some(content_type) = content_type {
+                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            }
             let started = Instant::now();
-            let res = client
-                .send(call.method.clone(), &call.path, |mut req| {
-                    if let Some(t) = &token {
-                        req = req.bearer_auth(t);
-                    }
-                    for (name, value) in &call.headers {
-                        req = req.header(*name, value);
-                    }
-                    if let Some(b) = &body {
-                        req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(b.clone());
-                    }
-                    if let Some((content_type, b)) = &call.raw {
-                        req = req.header(reqwest::header::CONTENT_TYPE, *content_type).body(b.clone());
-                    }
-                    // Links in the answers (product pictures) are followed by the browser,
-                    // which reaches the services under `/api`.
-                    req.header("x-forwarded-prefix", "/api")
-                })
-                .await;
+            let res = client.send(call.method.clone(), &call.path, headers, body.clone(), Some(self.ip)).await;
             record_timing(started);
             let res = res.map_err(ApiError)?;
             if res.status() == StatusCode::UNAUTHORIZED && call.authed && !refreshed {

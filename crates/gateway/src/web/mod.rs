@@ -36,7 +36,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum_extra::extract::cookie::{Key, PrivateCookieJar};
 use kit::auth::TokenVerifier;
-use kit::client::{ClientTimeouts, ServiceClient};
+use kit::client::ClientTimeouts;
+
+use crate::proxy::UpstreamClient;
+use crate::rules::Service;
 use serde::de::DeserializeOwned;
 
 use crate::AppState;
@@ -46,9 +49,9 @@ use session::{Cart, CookieNames, Flash, FlashKind, Session};
 /// The storefront's shared state.
 pub struct WebInner {
     pub app: AppState,
-    pub users: ServiceClient,
-    pub catalog: ServiceClient,
-    pub orders: ServiceClient,
+    pub users: UpstreamClient,
+    pub catalog: UpstreamClient,
+    pub orders: UpstreamClient,
     pub verifier: TokenVerifier,
     pub key: Key,
     pub secure: bool,
@@ -76,12 +79,11 @@ pub fn state(app: AppState) -> Web {
     let config = app.config.clone();
     let timeouts =
         ClientTimeouts { connect: config.resilience.connect_timeout, total: config.resilience.request_timeout };
-    let orders = ServiceClient::new("orders", config.upstreams.orders.clone(), timeouts);
     let dashboard = Arc::new(dashboard::Dashboard::new(config.upstreams.orders.clone(), timeouts));
     Arc::new(WebInner {
-        users: ServiceClient::new("users", config.upstreams.users.clone(), timeouts),
-        catalog: ServiceClient::new("catalog", config.upstreams.catalog.clone(), timeouts),
-        orders,
+        users: app.upstream_client(Service::Users),
+        catalog: app.upstream_client(Service::Catalog),
+        orders: app.upstream_client(Service::Orders),
         verifier: app.edge.verifier.clone(),
         key: session_key(config.session_key.as_deref()),
         secure: config.secure_cookies,

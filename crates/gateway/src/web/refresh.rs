@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kit::auth::AuthError;
+use kit::client::JsonCalls;
 
 use super::Web;
 use super::client::{Shared, TokenResponse, lock, record_timing};

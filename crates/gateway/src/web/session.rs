@@ -12,10 +12,10 @@
 //! Nothing here is stored on the server: any gateway instance with the same `SESSION_KEY` can
 //! serve any request.
 
+use api::money::Money;
 use axum_extra::extract::cookie::{Cookie, PrivateCookieJar, SameSite};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use kit::money::Money;
 use rand::RngCore;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};

@@ -1,9 +1,9 @@
 //! The page layout and small pieces every page uses. Everything interpolated with `(…)` is
 //! HTML-escaped by maud.
 
+use api::money::Money;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use kit::money::Money;
 use maud::{DOCTYPE, Markup, html};
 
 use super::client::{Ctx, Product, ReqState, lock};

@@ -83,8 +83,7 @@ pub async fn login_submit(ctx: Ctx, CsrfForm(f): CsrfForm<LoginForm>) -> PageRes
     }
     let call = Call::new(Svc::Users, Method::POST, "/users/login")
         .anonymous()
-        .json(json!({"login": login, "password": f.password}))
-        .header("x-forwarded-for", ctx.ip.to_string());
+        .json(json!({"login": login, "password": f.password}));
     match ctx.call::<TokenResponse>(call).await {
         Ok(tokens) => {
             let name =
@@ -174,14 +173,12 @@ pub async fn register_submit(ctx: Ctx, CsrfForm(f): CsrfForm<RegisterForm>) -> P
     let (name, username, email) = (field(&f.name), field(&f.username), field(&f.email));
     let call = Call::new(Svc::Users, Method::POST, "/users/register")
         .anonymous()
-        .json(json!({"name": name, "username": username, "email": email, "password": f.password}))
-        .header("x-forwarded-for", ctx.ip.to_string());
+        .json(json!({"name": name, "username": username, "email": email, "password": f.password}));
     match ctx.call::<User>(call).await {
         Ok(user) => {
             let login = Call::new(Svc::Users, Method::POST, "/users/login")
                 .anonymous()
-                .json(json!({"login": user.username, "password": f.password}))
-                .header("x-forwarded-for", ctx.ip.to_string());
+                .json(json!({"login": user.username, "password": f.password}));
             match ctx.call::<TokenResponse>(login).await {
                 Ok(tokens) => {
                     ctx.sign_in(tokens).await;

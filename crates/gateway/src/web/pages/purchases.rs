@@ -2,9 +2,10 @@
 //! and cancelling where the platform allows it. Administrators see any order here, with the
 //! buttons that move it along.
 
+use api::{Grants, Permission};
 use axum::extract::{Path, Query};
 use axum::http::{Method, StatusCode};
-use kit::auth::{Permission, Principal};
+use kit::auth::Principal;
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::json;

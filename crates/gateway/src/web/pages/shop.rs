@@ -336,7 +336,7 @@ pub async fn cart(ctx: Ctx) -> PageResult {
                                 button type="submit" { "Update" span.visually-hidden { " " (p.name) } }
                             }
                         }
-                        td.num { (money(kit::money::Money::from_cents(line_cents).unwrap_or_default(), &p.currency)) }
+                        td.num { (money(api::money::Money::from_cents(line_cents).unwrap_or_default(), &p.currency)) }
                         td {
                             form method="post" action="/cart/remove" {
                                 (csrf_field(&csrf))
@@ -372,7 +372,7 @@ pub async fn cart(ctx: Ctx) -> PageResult {
             }
         })
         .collect();
-    let total = kit::money::Money::from_cents(total_cents).unwrap_or_default();
+    let total = api::money::Money::from_cents(total_cents).unwrap_or_default();
     let body = html! {
         h1 { "Your cart" }
         @if cart.is_empty() {
@@ -513,7 +513,7 @@ pub async fn checkout(ctx: Ctx, CsrfForm(f): CsrfForm<CheckoutForm>) -> PageResu
                 let current = e
                     .problem()
                     .and_then(|p| p.extensions.get("current_price"))
-                    .and_then(|v| serde_json::from_value::<kit::money::Money>(v.clone()).ok());
+                    .and_then(|v| serde_json::from_value::<api::money::Money>(v.clone()).ok());
                 if let (Some(i), Some(price)) = (item, current)
                     && let Some(line) = cart.lines.get(i as usize)
                 {
