@@ -412,8 +412,14 @@ async fn a_hanging_or_crawling_upstream_trips_the_breaker_and_traffic_returns() 
         assert!(timed_out > 0, "{name}: no timeout fired: {statuses:?}");
         let fast: Vec<_> = during.iter().copied().filter(fast_failure).collect();
         assert!(fast.len() > during.len() / 2, "{name}: the breaker did not take over: {statuses:?}");
+        // Failing fast means not waiting on the upstream at all: a refusal costs about what a
+        // served request costs, far below the timeout. The bound is a twentieth of the timeout
+        // because this suite runs a debug build beside its load on two shared cores, where one
+        // descheduling is a few milliseconds (the last failing run of a 5 ms bound saw 5.19 ms
+        // while healthy requests' p99 was 8 ms); a request that waited on the upstream is at
+        // least the timeout, twenty times more.
         let p99 = percentile(99.0, fast.iter().copied()).unwrap();
-        assert!(p99 < Duration::from_millis(5), "{name}: fast failures' p99 is {p99:?}");
+        assert!(p99 < timeout / 20, "{name}: fast failures' p99 is {p99:?}");
         // A timed-out GET may be retried (within the retry budget): at most three attempts.
         assert!(
             during.iter().filter(|o| o.status >= 503).all(|o| o.latency < timeout * 3 + Duration::from_millis(500)),
