@@ -11,14 +11,12 @@ use kit::config::{ConfigError, Scoped, Settings};
 use kit::server::ServerConfig;
 use url::Url;
 
+use crate::rules::PerService;
+
 pub const DEFAULT_PORT: u16 = 8080;
 
-#[derive(Debug, Clone)]
-pub struct UpstreamUrls {
-    pub users: Vec<Url>,
-    pub catalog: Vec<Url>,
-    pub orders: Vec<Url>,
-}
+/// Each service's instances, from the settings [`Service::url_keys`](crate::rules::Service::url_keys) names.
+pub type UpstreamUrls = PerService<Vec<Url>>;
 
 /// Requests per minute with a burst allowance, per key (client address or user).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -137,20 +135,10 @@ impl Config {
     pub fn from_settings(settings: &Settings, default_host: IpAddr, port: u16) -> Result<Self, ConfigError> {
         let s = settings.scoped("gateway");
         let production = kit::config::production(settings)?;
-        let urls = |keys: &[&str], default: &str| -> Result<Vec<Url>, ConfigError> {
-            match s.lookup(keys) {
-                Some((key, value, origin)) => parse_instance_list(&key, &value, origin),
-                None => Ok(vec![Url::parse(default).expect("static url")]),
-            }
-        };
-        let upstreams = UpstreamUrls {
-            users: urls(&["USER_SERVICE_URL"], "http://127.0.0.1:8081")?,
-            catalog: urls(
-                &["CATALOG_SERVICE_URL", "PRODUCT_SERVICE_URL", "INVENTORY_SERVICE_URL"],
-                "http://127.0.0.1:8083",
-            )?,
-            orders: urls(&["ORDER_SERVICE_URL"], "http://127.0.0.1:8082")?,
-        };
+        let upstreams = UpstreamUrls::try_from_fn(|service| match s.lookup(service.url_keys()) {
+            Some((key, value, origin)) => parse_instance_list(&key, &value, origin),
+            None => Ok(vec![Url::parse(service.default_url()).expect("static url")]),
+        })?;
         let redis_url = match s.string(&["REDIS_URL"]) {
             Some(url) => Some(url),
             // Seed 003 configures Redis by parts.
@@ -298,9 +286,11 @@ mod tests {
 
     #[test]
     fn defaults_and_instance_lists() {
+        use crate::rules::Service;
         let s = Settings::from_pairs([("ORDER_SERVICE_URL", "http://a:8082,http://b:8092"), ("RATE_LIMIT", "100")]);
         let c = Config::from_settings(&s, localhost(), 0).unwrap();
-        assert_eq!(c.upstreams.orders.len(), 2);
+        assert_eq!(c.upstreams[Service::Orders].len(), 2);
+        assert_eq!(c.upstreams[Service::Catalog][0].as_str(), "http://127.0.0.1:8083/");
         assert_eq!(c.rate_limits.per_client.per_minute, 100);
         assert!(c.cors.allowed_origins.is_empty());
     }

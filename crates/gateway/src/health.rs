@@ -61,7 +61,7 @@ fn upstream_health(u: &Upstream) -> UpstreamHealth {
 pub fn report(state: &AppState) -> PlatformHealth {
     let mut upstreams = std::collections::BTreeMap::new();
     let mut unavailable = Vec::new();
-    for u in [&state.users, &state.catalog, &state.orders] {
+    for u in state.upstreams.values() {
         let h = upstream_health(u);
         if h.status != "up" {
             unavailable.push(u.name);

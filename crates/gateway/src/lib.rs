@@ -35,7 +35,7 @@ pub use config::Config;
 use crate::edge::Edge;
 use crate::proxy::{Proxy, ProxySettings};
 use crate::ratelimit::Limiter;
-use crate::rules::Service;
+use crate::rules::{PerService, Service};
 use crate::upstream::Upstream;
 
 pub const SERVICE: &str = "gateway";
@@ -44,9 +44,7 @@ pub const SERVICE: &str = "gateway";
 pub struct AppState {
     pub config: Arc<Config>,
     pub proxy: Arc<Proxy>,
-    pub users: Arc<Upstream>,
-    pub catalog: Arc<Upstream>,
-    pub orders: Arc<Upstream>,
+    pub upstreams: PerService<Arc<Upstream>>,
     pub edge: Arc<Edge>,
     pub metrics: Metrics,
     /// What `/openapi.json`, `/docs` and `/redoc` describe: the gateway's own endpoints, or,
@@ -59,14 +57,13 @@ impl AppState {
         let metrics = Metrics::new(SERVICE);
         metrics.spawn_upkeep();
         let r = &config.resilience;
-        let users = Arc::new(Upstream::new("users", &config.upstreams.users, r));
-        let catalog = Arc::new(Upstream::new("catalog", &config.upstreams.catalog, r));
-        let orders = Arc::new(Upstream::new("orders", &config.upstreams.orders, r));
+        let upstreams =
+            PerService::from_fn(|service| Arc::new(Upstream::new(service.name(), &config.upstreams[service], r)));
         let probe = reqwest::Client::builder().no_proxy().build().map_err(|e| e.to_string())?;
-        for upstream in [&users, &catalog, &orders] {
+        for upstream in upstreams.values() {
             upstream.spawn_health_checks(probe.clone(), r.health_interval);
         }
-        let users_client = ServiceClient::new("users", config.upstreams.users.clone(), Default::default());
+        let users_client = ServiceClient::new("users", config.upstreams[Service::Users].clone(), Default::default());
         let revoked = RevocationSet::default();
         let tokens = Arc::new(ServiceTokenSource::new(users_client.clone(), config.identity.clone()));
         revoked.spawn_poller(HttpRevocations { users: users_client.clone(), tokens }, config.revocation_poll);
@@ -96,17 +93,8 @@ impl AppState {
             upload_limit: config.upload_limit,
             metrics: metrics.clone(),
         }));
-        health::spawn_breaker_gauges(metrics.clone(), vec![users.clone(), catalog.clone(), orders.clone()]);
-        Ok(AppState {
-            config: Arc::new(config),
-            proxy,
-            users,
-            catalog,
-            orders,
-            edge,
-            metrics,
-            openapi: Arc::new(ApiDoc::openapi()),
-        })
+        health::spawn_breaker_gauges(metrics.clone(), upstreams.values().cloned().collect());
+        Ok(AppState { config: Arc::new(config), proxy, upstreams, edge, metrics, openapi: Arc::new(ApiDoc::openapi()) })
     }
 
     /// What the Cap'n Web shop calls: the users and orders services, and the edge (its token
@@ -121,15 +109,7 @@ impl AppState {
 
     /// The gateway's own calls to a service, through the proxy's stack.
     pub fn upstream_client(&self, service: Service) -> proxy::UpstreamClient {
-        proxy::UpstreamClient::new(self.proxy.clone(), self.upstream(service).clone())
-    }
-
-    fn upstream(&self, service: Service) -> &Arc<Upstream> {
-        match service {
-            Service::Users => &self.users,
-            Service::Catalog => &self.catalog,
-            Service::Orders => &self.orders,
-        }
+        proxy::UpstreamClient::new(self.proxy.clone(), self.upstreams[service].clone())
     }
 }
 
@@ -140,7 +120,7 @@ async fn proxy_api(State(state): State<AppState>, req: Request) -> Response {
         return Problem::not_found(format!("No API at {}", req.uri().path())).into_response();
     };
     let upstream_path = upstream_path.to_string();
-    state.proxy.forward(state.upstream(service), req, &upstream_path).await
+    state.proxy.forward(&state.upstreams[service], req, &upstream_path).await
 }
 
 #[derive(OpenApi)]

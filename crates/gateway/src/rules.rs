@@ -5,11 +5,82 @@
 use api::Permission;
 use axum::http::Method;
 
+/// A service behind the gateway. Adding one here is the gateway's whole share of adding a
+/// service: a variant, its row in [`Service::ALL`] and the methods below, its paths in
+/// [`route`] and its rules in [`access`]; the configuration, upstream pools, health checks and
+/// breaker gauges follow from the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {
     Users,
     Catalog,
     Orders,
+}
+
+impl Service {
+    pub const ALL: [Service; 3] = [Service::Users, Service::Catalog, Service::Orders];
+
+    /// Its name in metrics, health reports and logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Service::Users => "users",
+            Service::Catalog => "catalog",
+            Service::Orders => "orders",
+        }
+    }
+
+    /// The settings its instances' addresses are read from: the platform's own name first,
+    /// then the names the seed systems used for the same thing.
+    pub const fn url_keys(self) -> &'static [&'static str] {
+        match self {
+            Service::Users => &["USER_SERVICE_URL"],
+            Service::Catalog => &["CATALOG_SERVICE_URL", "PRODUCT_SERVICE_URL", "INVENTORY_SERVICE_URL"],
+            Service::Orders => &["ORDER_SERVICE_URL"],
+        }
+    }
+
+    /// Where it listens when no setting says (its `serve` default port).
+    pub const fn default_url(self) -> &'static str {
+        match self {
+            Service::Users => "http://127.0.0.1:8081",
+            Service::Catalog => "http://127.0.0.1:8083",
+            Service::Orders => "http://127.0.0.1:8082",
+        }
+    }
+
+    const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One value for each service behind the gateway (its instances' addresses, its upstream pool),
+/// indexed by [`Service`].
+#[derive(Debug, Clone)]
+pub struct PerService<T>([T; Service::ALL.len()]);
+
+impl<T> PerService<T> {
+    pub fn try_from_fn<E>(mut make: impl FnMut(Service) -> Result<T, E>) -> Result<Self, E> {
+        let mut values = Vec::with_capacity(Service::ALL.len());
+        for service in Service::ALL {
+            values.push(make(service)?);
+        }
+        Ok(PerService(values.try_into().unwrap_or_else(|_| unreachable!("one value per service"))))
+    }
+
+    pub fn from_fn(mut make: impl FnMut(Service) -> T) -> Self {
+        Self::try_from_fn(|s| Ok::<_, std::convert::Infallible>(make(s))).unwrap_or_else(|e| match e {})
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.0.iter()
+    }
+}
+
+impl<T> std::ops::Index<Service> for PerService<T> {
+    type Output = T;
+
+    fn index(&self, service: Service) -> &T {
+        &self.0[service.index()]
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +178,16 @@ pub fn is_logout(method: &Method, path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_service_has_its_own_row_in_the_table() {
+        for (position, service) in Service::ALL.into_iter().enumerate() {
+            assert_eq!(service.index(), position, "{service:?} is out of place in Service::ALL");
+        }
+        let table = PerService::from_fn(Service::name);
+        assert_eq!(table.values().copied().collect::<Vec<_>>(), ["users", "catalog", "orders"]);
+        assert_eq!(table[Service::Orders], "orders");
+    }
 
     #[test]
     fn routes() {

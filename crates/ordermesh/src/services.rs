@@ -167,4 +167,19 @@ mod tests {
         assert!(position(ServiceName::Catalog) < position(ServiceName::Orders));
         assert_eq!(SERVICES.last().map(|s| s.name), Some(ServiceName::Gateway), "the edge starts last");
     }
+
+    /// The gateway keeps its own table of the services behind it (it is a library, and cannot
+    /// see this one): each row must name the setting and default port this table gives.
+    #[test]
+    fn the_gateways_upstream_table_agrees_with_this_one() {
+        for upstream in gateway::rules::Service::ALL {
+            let service = SERVICES.iter().find(|s| s.as_str == upstream.name());
+            let service = service.unwrap_or_else(|| panic!("the gateway proxies to {:?}, which is not here", upstream));
+            assert_eq!(upstream.url_keys()[0], service.url_key, "{upstream:?}");
+            let default = reqwest::Url::parse(upstream.default_url()).unwrap();
+            assert_eq!(default.port(), Some(service.default_port), "{upstream:?}");
+        }
+        let behind = SERVICES.iter().filter(|s| !s.edge).count();
+        assert_eq!(behind, gateway::rules::Service::ALL.len(), "a service the gateway does not proxy to");
+    }
 }

@@ -79,7 +79,7 @@ pub fn state(app: AppState) -> Web {
     let config = app.config.clone();
     let timeouts =
         ClientTimeouts { connect: config.resilience.connect_timeout, total: config.resilience.request_timeout };
-    let dashboard = Arc::new(dashboard::Dashboard::new(config.upstreams.orders.clone(), timeouts));
+    let dashboard = Arc::new(dashboard::Dashboard::new(config.upstreams[Service::Orders].clone(), timeouts));
     Arc::new(WebInner {
         users: app.upstream_client(Service::Users),
         catalog: app.upstream_client(Service::Catalog),
