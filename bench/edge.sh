@@ -7,6 +7,12 @@
 #
 #   bash bench/edge.sh                       # defaults below
 #   EDGE_DURATION=10 EDGE_ROUNDS=3 EDGE_CONNECTIONS=32 EDGE_THREADS=1 bash bench/edge.sh
+#   EDGE_PREVIOUS_BIN=/path/to/old/ordermesh EDGE_PREVIOUS_LABEL=1f12e5f bash bench/edge.sh
+#
+# With EDGE_PREVIOUS_BIN (a release build of an earlier commit), two more paths run in the same
+# rounds: this build's gateway and the previous build's, each as a process of its own
+# (`ordermesh serve gateway`) in front of the same catalog, so a change to the gateway is judged
+# against its anchor in one run rather than against figures from another day.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 DURATION=${EDGE_DURATION:-10}
@@ -17,15 +23,21 @@ THREADS=${EDGE_THREADS:-1}
 NGINX_PORT=$((PORT_BASE + 10))
 HAPROXY_PORT=$((PORT_BASE + 11))
 HELLO_PORT=$((PORT_BASE + 12))
+THIS_GATEWAY_PORT=$((PORT_BASE + 13))
+PREVIOUS_GATEWAY_PORT=$((PORT_BASE + 14))
+PREVIOUS_BIN=${EDGE_PREVIOUS_BIN:-}
+[[ -z $PREVIOUS_BIN || -x $PREVIOUS_BIN ]] || { log "EDGE_PREVIOUS_BIN=$PREVIOUS_BIN is not an executable"; exit 1; }
 CATALOG_PORT=$((PORT_BASE + 3))
 
 need wrk wrk
 need nginx nginx
 need haproxy haproxy
 build
-log "building the hyper hello example"
-(cd "$ROOT" && cargo build --release -p loadgen --example hello) >&2
 HELLO_BIN="$CARGO_TARGET_DIR/release/examples/hello"
+if [[ ${BENCH_BUILD:-1} != 0 || ! -x $HELLO_BIN ]]; then
+    log "building the hyper hello example"
+    (cd "$ROOT" && cargo build --release -p loadgen --example hello) >&2
+fi
 
 wait_quiet
 
@@ -93,6 +105,16 @@ PIDS+=("$HAPROXY_PID")
 HELLO_PID=$!
 PIDS+=("$HELLO_PID")
 
+# A gateway of its own (binary, port) in front of `up`'s services, verifying tokens with the
+# users service's keys.
+start_own_gateway() {
+    env PORT="$2" USER_SERVICE_URL="http://127.0.0.1:$((PORT_BASE + 1))" \
+        ORDER_SERVICE_URL="http://127.0.0.1:$((PORT_BASE + 2))" CATALOG_SERVICE_URL="http://127.0.0.1:$CATALOG_PORT" \
+        LOG_LEVEL=warn LOG_FORMAT=json "${RAISED_LIMITS[@]}" "$1" serve gateway >"$WORK/gateway-$2.log" 2>&1 &
+    OWN_GATEWAY_PID=$!
+    PIDS+=("$OWN_GATEWAY_PID")
+}
+
 # name | url | pids whose CPU is the server side of the path
 TARGETS=(
     "catalog direct|http://127.0.0.1:$CATALOG_PORT/products/$PRODUCT|$OM_PID"
@@ -101,11 +123,17 @@ TARGETS=(
     "HAProxy → catalog|http://127.0.0.1:$HAPROXY_PORT/api/products/$PRODUCT|$OM_PID $HAPROXY_PID"
     "bare hyper hello|http://127.0.0.1:$HELLO_PORT/api/products/$PRODUCT|$HELLO_PID"
 )
+if [[ -n $PREVIOUS_BIN ]]; then
+    start_own_gateway "$BIN" "$THIS_GATEWAY_PORT"
+    TARGETS+=("gateway process, this build|http://127.0.0.1:$THIS_GATEWAY_PORT/api/products/$PRODUCT|$OM_PID $OWN_GATEWAY_PID")
+    start_own_gateway "$PREVIOUS_BIN" "$PREVIOUS_GATEWAY_PORT"
+    TARGETS+=("gateway process, previous build|http://127.0.0.1:$PREVIOUS_GATEWAY_PORT/api/products/$PRODUCT|$OM_PID $OWN_GATEWAY_PID")
+fi
 for t in "${TARGETS[@]}"; do
     IFS='|' read -r name url _ <<<"$t"
     if ! wait_http "$url" 20; then
         log "$name does not answer 200 at $url:"
-        tail -n 5 "$WORK/haproxy.log" "$WORK/nginx/logs/error.log" "$WORK/hello.log" >&2 2>/dev/null || true
+        tail -n 5 "$WORK/haproxy.log" "$WORK/nginx/logs/error.log" "$WORK/hello.log" "$WORK"/gateway-*.log >&2 2>/dev/null || true
         exit 1
     fi
 done
@@ -129,7 +157,7 @@ done
 
 MACHINE=$(machine_json)
 VERSIONS=$(printf '%s\n' "$(nginx -v 2>&1)" "$(haproxy -v 2>&1 | head -n1)" "$(wrk -v 2>&1 | head -n1)")
-ROWS="$ROWS" MACHINE="$MACHINE" VERSIONS="$VERSIONS" CLK_TCK="$CLK_TCK" DURATION="$DURATION" WARMUP="$WARMUP" \
+ROWS="$ROWS" MACHINE="$MACHINE" VERSIONS="$VERSIONS" PREVIOUS_BUILD="${EDGE_PREVIOUS_LABEL:-$PREVIOUS_BIN}" CLK_TCK="$CLK_TCK" DURATION="$DURATION" WARMUP="$WARMUP" \
     ROUNDS="$ROUNDS" CONNECTIONS="$CONNECTIONS" THREADS="$THREADS" OUT="$RESULTS" python3 - <<'EOF'
 import base64, json, os, re, statistics, datetime
 
@@ -197,6 +225,16 @@ targets = [
     {"target": "gateway ≥ 50% of the bare-hyper ceiling", "measured": gw.get("rps_vs_ceiling"),
      "met": (gw.get("rps_vs_ceiling") or 0) >= 0.5},
 ]
+this, previous = summary.get("gateway process, this build"), summary.get("gateway process, previous build")
+if this and previous:
+    # The anchor of a change to the gateway: the same hop built from the previous commit. Within
+    # 10% counts as no regression: the spread between rounds of one path is about that here.
+    cpu = (this["proxy_cpu_us_per_request"] or 0) / (previous["proxy_cpu_us_per_request"] or float("inf"))
+    targets += [
+        {"target": "this build's gateway requests/s ≥ 0.9× the previous build's", "measured": this["rps"] / previous["rps"],
+         "met": this["rps"] >= 0.9 * previous["rps"]},
+        {"target": "this build's proxy CPU per request ≤ 1.1× the previous build's", "measured": cpu, "met": cpu <= 1.1},
+    ]
 result = {
     "benchmark": "edge",
     "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -210,6 +248,7 @@ result = {
         "cpu": "user+system CPU of the server-side processes of the path (ordermesh, plus nginx or HAProxy with their workers) over the measured run, per request; proxy_cpu is that minus the direct catalog's",
         "logging": "no per-request logs anywhere: ordermesh LOG_LEVEL=warn, nginx access_log off, HAProxy without log",
         "gateway": "rate limits raised so nothing is refused; the gateway still verifies the JWT and checks the limits",
+        "previous_build": os.environ.get("PREVIOUS_BUILD") or None,
     },
     "summary": summary,
     "targets": targets,
