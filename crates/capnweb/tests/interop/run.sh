@@ -37,7 +37,10 @@ if [ -z "${DEMO_SERVER_BIN:-}" ]; then
     DEMO_SERVER_BIN="$CARGO_TARGET_DIR/debug/examples/demo_server"
 fi
 
-# Port 0: the server picks a free port and prints it.
+# Port 0: the server picks a free port and prints it. The log exists before the server starts:
+# the background job opens it only when it is scheduled, and on a busy machine the first read
+# below came first (a CI run failed on "can't read server.log").
+: >"$work/server.log"
 "$DEMO_SERVER_BIN" 0 >"$work/server.log" 2>&1 &
 server_pid=$!
 base=""
