@@ -13,7 +13,6 @@ pub mod ratelimit;
 pub mod rpc;
 pub mod rules;
 pub mod upstream;
-pub mod web;
 
 use std::sync::Arc;
 
@@ -150,7 +149,15 @@ fn cors(config: &config::Cors) -> CorsLayer {
         .max_age(std::time::Duration::from_secs(600))
 }
 
+/// The gateway: the public API, `/health` and the Cap'n Web shop, behind the edge's layers.
 pub fn router(state: AppState) -> Router {
+    router_with_pages(state, Router::new())
+}
+
+/// The gateway with `pages` (the storefront, `crates/storefront`) served behind the same layers
+/// as the API: the same client and user rate limits, headers and request log. The storefront is
+/// a crate of its own that builds on this one, so it is handed in rather than named here.
+pub fn router_with_pages(state: AppState, pages: Router) -> Router {
     let edge = state.edge.clone();
     let api = Router::new()
         .route("/api/{*rest}", any(proxy_api))
@@ -158,7 +165,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .with_state(state.clone())
         .merge(rpc::routes(state.shop_backend(), capnweb::Limits::default()))
-        .merge(web::router(state.clone()))
+        .merge(pages)
         .layer(axum::middleware::from_fn(edge::api_response_headers))
         .layer(axum::middleware::from_fn_with_state(edge.clone(), edge::user_rate_limit))
         .layer(axum::middleware::from_fn_with_state(edge.clone(), edge::edge_auth))

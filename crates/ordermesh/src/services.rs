@@ -137,7 +137,7 @@ fn start_gateway(settings: &Settings, host: IpAddr, port: u16) -> BoxFuture<'_, 
         let mut state =
             gateway::AppState::start(config).await.map_err(|e| anyhow::anyhow!("the gateway could not start: {e}"))?;
         state.openapi = Arc::new(public_api());
-        Ok(Started { router: gateway::router(state), close: Box::pin(async {}), shutdown_grace })
+        Ok(Started { router: storefront::with_gateway(state), close: Box::pin(async {}), shutdown_grace })
     })
 }
 

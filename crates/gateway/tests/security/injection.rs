@@ -437,7 +437,7 @@ async fn static_asset_paths_cannot_traverse() {
         "/redoc/../../etc/passwd",
         "/assets/../Cargo.toml",
         "/assets/../../Cargo.toml",
-        "/assets/../src/web/mod.rs",
+        "/assets/../src/lib.rs",
     ] {
         let answer = raw(
             p.gw.addr,

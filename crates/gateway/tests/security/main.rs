@@ -100,7 +100,7 @@ impl Platform {
         let config = gateway::Config::from_settings(&settings, localhost(), 0).expect("gateway config");
         let mut state = gateway::AppState::start(config).await.expect("gateway starts");
         state.openapi = Arc::new(public_document());
-        let gw = TestServer::start(gateway::router(state)).await;
+        let gw = TestServer::start(storefront::with_gateway(state)).await;
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
         Platform { services, gw, http }
     }

@@ -11,10 +11,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{field, order_id, see_other};
-use crate::web::client::{Call, Ctx, Order, Paged, Svc};
-use crate::web::session::FlashKind;
-use crate::web::view::{csrf_field, head_row, money, order_ref, pagination, status_badge, when};
-use crate::web::{CsrfForm, PageResult, WebError};
+use crate::client::{Call, Ctx, Order, Paged, Svc};
+use crate::session::FlashKind;
+use crate::view::{csrf_field, head_row, money, order_ref, pagination, status_badge, when};
+use crate::{CsrfForm, PageResult, WebError};
 
 #[derive(Debug, Deserialize)]
 pub struct PageQuery {

@@ -9,10 +9,10 @@ use serde_json::json;
 use super::super::purchases::{admin_actions, items_summary};
 use super::super::{field, order_id, query_string, see_other};
 use super::{admin_nav, page_number, report};
-use crate::web::client::{Call, Ctx, Order, Paged, Svc, User};
-use crate::web::session::safe_next;
-use crate::web::view::{head_row, money, order_ref, pagination, status_badge, when};
-use crate::web::{CsrfForm, PageResult, WebError};
+use crate::client::{Call, Ctx, Order, Paged, Svc, User};
+use crate::session::safe_next;
+use crate::view::{head_row, money, order_ref, pagination, status_badge, when};
+use crate::{CsrfForm, PageResult, WebError};
 
 #[derive(Debug, Deserialize)]
 pub struct OrdersQuery {

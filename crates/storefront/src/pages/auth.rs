@@ -7,10 +7,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{Empty, field, see_other};
-use crate::web::client::{Call, Ctx, Svc, TokenResponse, User};
-use crate::web::session::{FlashKind, safe_next};
-use crate::web::view::{alert, csrf_field};
-use crate::web::{CsrfForm, PageResult};
+use crate::client::{Call, Ctx, Svc, TokenResponse, User};
+use crate::session::{FlashKind, safe_next};
+use crate::view::{alert, csrf_field};
+use crate::{CsrfForm, PageResult};
 
 #[derive(Debug, Deserialize)]
 pub struct NextQuery {

@@ -13,8 +13,8 @@ async fn storefront() -> axum::Router {
         ("CATALOG_SERVICE_URL", "http://127.0.0.1:9"),
         ("ORDER_SERVICE_URL", "http://127.0.0.1:9"),
     ]);
-    let config = crate::Config::from_settings(&settings, std::net::IpAddr::from([127, 0, 0, 1]), 0).unwrap();
-    super::router(crate::AppState::start(config).await.unwrap())
+    let config = gateway::Config::from_settings(&settings, std::net::IpAddr::from([127, 0, 0, 1]), 0).unwrap();
+    super::router(gateway::AppState::start(config).await.unwrap())
 }
 
 async fn body_text(res: axum::response::Response) -> String {

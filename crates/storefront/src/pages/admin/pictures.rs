@@ -10,9 +10,9 @@ use serde_json::json;
 
 use super::super::{field, numeric_id, see_other};
 use super::report;
-use crate::web::client::{Call, Ctx, Product, Svc};
-use crate::web::view::csrf_field;
-use crate::web::{CsrfForm, PageResult, WebError};
+use crate::client::{Call, Ctx, Product, Svc};
+use crate::view::csrf_field;
+use crate::{CsrfForm, PageResult, WebError};
 
 /// The storefront's upload form takes this much (`IMAGE_MAX_BYTES` at the catalog is the
 /// limit that counts; this only keeps a form from holding the gateway's memory for longer).
@@ -104,7 +104,7 @@ pub async fn upload(ctx: Ctx, Path(raw): Path<String>, form: Multipart) -> PageR
     }
     let back = see_other(&format!("/admin/products/{id}"));
     let Some(picture) = upload.picture.filter(|p| !p.is_empty()) else {
-        ctx.flash(crate::web::session::FlashKind::Error, "Nothing was uploaded: choose a picture first.");
+        ctx.flash(crate::session::FlashKind::Error, "Nothing was uploaded: choose a picture first.");
         return Ok(back);
     };
     let query = {

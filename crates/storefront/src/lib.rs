@@ -38,12 +38,12 @@ use axum_extra::extract::cookie::{Key, PrivateCookieJar};
 use kit::auth::TokenVerifier;
 use kit::client::ClientTimeouts;
 
-use crate::proxy::UpstreamClient;
-use crate::rules::Service;
+use gateway::proxy::UpstreamClient;
+use gateway::rules::Service;
 use serde::de::DeserializeOwned;
 
-use crate::AppState;
 use client::{ClientAddr, ReqState, Shared, TIMING, Timing, lock};
+use gateway::AppState;
 use session::{Cart, CookieNames, Flash, FlashKind, Session};
 
 /// The storefront's shared state.
@@ -95,6 +95,13 @@ pub fn state(app: AppState) -> Web {
 }
 
 /// The storefront's routes, to be merged into the gateway's router inside its edge layers.
+/// The gateway serving the storefront beside the API, behind the same layers: what `ordermesh`
+/// serves on the gateway's port.
+pub fn with_gateway(app: AppState) -> Router {
+    gateway::router_with_pages(app.clone(), router(app))
+}
+
+/// The storefront's pages and assets, for [`gateway::router_with_pages`].
 pub fn router(app: AppState) -> Router {
     let web = state(app);
     let pages = pages::routes().with_state(web.clone()).layer(axum::middleware::from_fn_with_state(web, web_layer));

@@ -14,11 +14,11 @@ pub use users::{set_role, users};
 use axum::http::StatusCode;
 use maud::html;
 
-use crate::web::client::{ApiError, Ctx};
-use crate::web::dashboard::{Series, chart, per_minute};
-use crate::web::session::FlashKind;
-use crate::web::view::head_row;
-use crate::web::{PageResult, WebError};
+use crate::client::{ApiError, Ctx};
+use crate::dashboard::{Series, chart, per_minute};
+use crate::session::FlashKind;
+use crate::view::head_row;
+use crate::{PageResult, WebError};
 
 fn admin_nav(current: &str) -> maud::Markup {
     let item = |href: &str, label: &str| {
@@ -70,13 +70,13 @@ pub(super) fn report(ctx: &Ctx, result: Result<String, ApiError>) -> Result<(), 
 pub async fn dashboard(ctx: Ctx) -> PageResult {
     ctx.require_admin()?;
     let web = ctx.web.clone();
-    crate::web::dashboard::ensure_sampling(&web);
+    crate::dashboard::ensure_sampling(&web);
     let now = web.dashboard.sample(&web.app.metrics.render()).await;
     let mut samples = web.dashboard.samples();
     if samples.last().is_none_or(|last| now.at - last.at >= 1.0) {
         samples.push(now);
     }
-    let report = crate::health::report(&web.app);
+    let report = gateway::health::report(&web.app);
     let window = samples.first().map(|f| now.at - f.at).unwrap_or(0.0).max(60.0);
     let requests = per_minute(&samples, |s| Some(s.requests));
     let server_errors = per_minute(&samples, |s| Some(s.server_errors));

@@ -1,6 +1,6 @@
 //! How pages reach the platform: the same service APIs REST clients use, called with the
 //! signed-in user's bearer token through the gateway's own proxy stack
-//! ([`crate::proxy::UpstreamClient`]: the same balancing, breakers and deadline as a REST
+//! ([`gateway::proxy::UpstreamClient`]: the same balancing, breakers and deadline as a REST
 //! call), so the browser, REST and RPC see the same orders.
 //!
 //! Access tokens are short-lived. A page finds its user by checking the session's access
@@ -32,7 +32,7 @@ pub use super::api::{Categories, Order, Paged, Product, TokenResponse, User};
 use super::refresh::refresh_session;
 use super::session::{Cart, Flash, FlashKind, Session, Tokens};
 use super::{Web, WebError};
-use crate::proxy::UpstreamClient;
+use gateway::proxy::UpstreamClient;
 
 // ---------------------------------------------------------------------------------------------
 // Per-request state, shared between the web layer (which reads and writes the cookies) and the
@@ -248,7 +248,7 @@ impl Ctx {
         lock(&self.shared).session.csrf.clone()
     }
 
-    /// Whether a form's CSRF token is this session's (for forms [`crate::web::CsrfForm`] cannot
+    /// Whether a form's CSRF token is this session's (for forms [`crate::CsrfForm`] cannot
     /// read: multipart uploads).
     pub fn csrf_ok(&self, presented: &str) -> bool {
         let st = lock(&self.shared);

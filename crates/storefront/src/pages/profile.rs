@@ -6,10 +6,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{field, see_other};
-use crate::web::client::{Call, Ctx, Svc, User, lock};
-use crate::web::session::FlashKind;
-use crate::web::view::{csrf_field, when};
-use crate::web::{CsrfForm, PageResult};
+use crate::client::{Call, Ctx, Svc, User, lock};
+use crate::session::FlashKind;
+use crate::view::{csrf_field, when};
+use crate::{CsrfForm, PageResult};
 
 pub async fn show(ctx: Ctx) -> PageResult {
     ctx.require_user()?;

@@ -9,10 +9,10 @@ use serde_json::json;
 
 use super::super::{field, numeric_id, query_string, see_other};
 use super::{admin_nav, page_number, report};
-use crate::web::client::{ApiError, Call, Ctx, Paged, Product, Svc};
-use crate::web::session::FlashKind;
-use crate::web::view::{availability, csrf_field, head_row, money, pagination};
-use crate::web::{CsrfForm, PageResult, WebError};
+use crate::client::{ApiError, Call, Ctx, Paged, Product, Svc};
+use crate::session::FlashKind;
+use crate::view::{availability, csrf_field, head_row, money, pagination};
+use crate::{CsrfForm, PageResult, WebError};
 
 #[derive(Debug, Deserialize)]
 pub struct ProductsQuery {

@@ -7,10 +7,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{field, numeric_id, place_order, problem_kind, query_string, see_other};
-use crate::web::client::{ApiError, Call, Categories, Ctx, Paged, Product, Svc};
-use crate::web::session::{Cart, FlashKind, MAX_QUANTITY, random_token};
-use crate::web::view::{availability, csrf_field, gallery, money, pagination, thumbnail};
-use crate::web::{CsrfForm, PageResult, WebError};
+use crate::client::{ApiError, Call, Categories, Ctx, Paged, Product, Svc};
+use crate::session::{Cart, FlashKind, MAX_QUANTITY, random_token};
+use crate::view::{availability, csrf_field, gallery, money, pagination, thumbnail};
+use crate::{CsrfForm, PageResult, WebError};
 
 const PER_PAGE: u32 = 12;
 

@@ -8,9 +8,9 @@ use serde_json::json;
 
 use super::super::{field, query_string, see_other};
 use super::{admin_nav, page_number, report};
-use crate::web::client::{Call, Ctx, Paged, Svc, User};
-use crate::web::view::{csrf_field, head_row, pagination, when};
-use crate::web::{CsrfForm, PageResult, WebError};
+use crate::client::{Call, Ctx, Paged, Svc, User};
+use crate::view::{csrf_field, head_row, pagination, when};
+use crate::{CsrfForm, PageResult, WebError};
 
 #[derive(Debug, Deserialize)]
 pub struct UsersQuery {
