@@ -66,8 +66,8 @@ impl<T> PerService<T> {
         Ok(PerService(values.try_into().unwrap_or_else(|_| unreachable!("one value per service"))))
     }
 
-    pub fn from_fn(mut make: impl FnMut(Service) -> T) -> Self {
-        Self::try_from_fn(|s| Ok::<_, std::convert::Infallible>(make(s))).unwrap_or_else(|e| match e {})
+    pub fn from_fn(make: impl FnMut(Service) -> T) -> Self {
+        PerService(Service::ALL.map(make))
     }
 
     pub fn values(&self) -> impl Iterator<Item = &T> {
