@@ -11,7 +11,10 @@ use serde_json::json;
 /// the same time, or the time would tell which names have accounts. Both spend one Argon2
 /// verification (a decoy hash for the unknown name). 50 pairs, each an unknown name and a
 /// wrong password back to back, so that whatever else the machine does falls on both alike:
-/// the pairs' median difference is under 5% of the median attempt. In a test binary of its
+/// the pairs' median difference is under 10% of the median attempt. A name answered without
+/// the decoy verification, or with a cheaper one, shows as a difference of 50% and more; on a
+/// busy 2-core machine the honest difference has measured up to ±6%, so a 5% bound failed
+/// `cargo test` now and then without a leak. In a test binary of its
 /// own, so that `cargo test` runs it with nothing else on the machine's cores (other users
 /// tests hash passwords in parallel), and alone in nextest's CI profile (.config/nextest.toml).
 #[tokio::test]
@@ -64,7 +67,7 @@ async fn an_unknown_name_and_a_wrong_password_take_the_same_time() {
         gap * 100.0
     );
     assert!(
-        gap < 0.05,
+        gap < 0.10,
         "an unknown name takes {:+.2} ms more than a wrong password ({:.1}%)",
         difference * 1e3,
         gap * 100.0
