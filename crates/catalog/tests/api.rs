@@ -10,12 +10,18 @@ use kit::testing::{TestData, TestServer};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+/// The platform, and a client to call it with.
 struct Harness {
-    users: TestServer,
-    catalog: TestServer,
-    _orders: TestServer,
+    services: testkit::Services,
     http: reqwest::Client,
-    data: Vec<TestData>,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = testkit::Services;
+
+    fn deref(&self) -> &testkit::Services {
+        &self.services
+    }
 }
 
 impl Harness {
@@ -25,13 +31,11 @@ impl Harness {
 
     async fn with(extra: impl Fn(Settings) -> Settings) -> Self {
         let s = testkit::Services::start(&extra).await;
-        Harness { users: s.users, catalog: s.catalog, _orders: s.orders, http: reqwest::Client::new(), data: s.data }
+        Harness { services: s, http: reqwest::Client::new() }
     }
 
     async fn finish(self) {
-        for d in self.data {
-            d.cleanup().await;
-        }
+        self.services.finish().await;
     }
 
     async fn send(
@@ -422,7 +426,7 @@ async fn two_catalog_instances_on_one_database_never_oversell() {
     let h = Harness::start().await;
     // A second instance on the same database: same SQLite file, or same PostgreSQL schema.
     let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let shared = &h.data[1];
+    let shared = h.data_of(testkit::ServiceName::Catalog);
     let mut settings = Settings::from_pairs([
         ("DATA_DIR", shared.dir.display().to_string()),
         ("USER_SERVICE_URL", h.users.base()),

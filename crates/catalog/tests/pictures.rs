@@ -317,7 +317,7 @@ async fn what_a_camera_wrote_beside_the_pixels_is_not_kept() {
 async fn a_picture_uploaded_through_one_catalog_instance_is_served_by_another() {
     let shop = Shop::start().await;
     let localhost = testkit::localhost();
-    let shared = &shop.platform.data[1];
+    let shared = shop.platform.data_of(testkit::ServiceName::Catalog);
     let mut settings = Settings::from_pairs([
         ("DATA_DIR", shared.dir.display().to_string()),
         ("USER_SERVICE_URL", shop.platform.users.base()),

@@ -117,7 +117,8 @@ async fn debug_logs_hold_no_passwords_tokens_hashes_or_keys() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // The signing key: its PEM and the base64 of its PKCS#8 body.
-    let pem = std::fs::read_to_string(services.data[0].dir.join("jwt-ed25519.pem")).unwrap();
+    let pem =
+        std::fs::read_to_string(services.data_of(testkit::ServiceName::Users).dir.join("jwt-ed25519.pem")).unwrap();
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     secrets.push(("the signing key".into(), body));
 

@@ -13,7 +13,7 @@ use kit::config::Settings;
 use serde::Serialize;
 use tokio::process::{Child, Command};
 
-use crate::services::{SERVICES, ServiceName};
+use ordermesh::services::{SERVICES, ServiceName};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClusterArgs {
@@ -183,7 +183,7 @@ pub async fn run(args: ClusterArgs, settings: Settings) -> anyhow::Result<()> {
     let secret = random_hex(24);
     let session_key = random_hex(64);
     let mut common: Vec<(String, String)> = vec![
-        ("SERVICE_CLIENTS".into(), users::config::clients_sharing(&secret, users::config::TOKEN_CLIENTS)),
+        ("SERVICE_CLIENTS".into(), ordermesh::services::clients_sharing(&secret)),
         ("CLIENT_SECRET".into(), secret),
         ("SESSION_KEY".into(), session_key),
     ];

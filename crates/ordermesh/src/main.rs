@@ -3,13 +3,12 @@
 
 mod cluster;
 mod platform;
-mod services;
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use services::ServiceName;
+use ordermesh::services::ServiceName;
 
 const ABOUT: &str = "ordermesh: a microservices order platform (gateway, users, catalog, orders) in one binary.";
 

@@ -7,9 +7,8 @@ use anyhow::Context;
 use kit::config::{Origin, Settings};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use users::config::TOKEN_CLIENTS;
 
-use crate::services::{SERVICES, ServiceName};
+use ordermesh::services::{self, SERVICES, ServiceName};
 
 pub fn openapi(service: ServiceName) -> String {
     let doc = (service.spec().openapi)();
@@ -45,6 +44,7 @@ pub async fn up(mut settings: Settings) -> anyhow::Result<()> {
     let started_at = Instant::now();
     let host: IpAddr = settings.global().parse_or(&["HOST"], IpAddr::V4(Ipv4Addr::LOCALHOST))?;
     share_a_fresh_service_secret(&mut settings);
+    development_clients_unless_configured(&mut settings)?;
     services_believe_the_local_gateway(&mut settings);
     // Bind everything first: with port 0 (tests) the real ports are known only after binding,
     // and each service must be told where the others are before it starts.
@@ -101,14 +101,24 @@ pub async fn up(mut settings: Settings) -> anyhow::Result<()> {
 fn share_a_fresh_service_secret(settings: &mut Settings) {
     let chosen = |s: &Settings| {
         s.global().string(&["SERVICE_CLIENTS", "CLIENT_SECRET"]).is_some()
-            || TOKEN_CLIENTS.iter().any(|c| s.scoped(c).string(&["CLIENT_SECRET"]).is_some())
+            || services::token_clients().iter().any(|c| s.scoped(c).string(&["CLIENT_SECRET"]).is_some())
     };
     if chosen(settings) {
         return;
     }
     let secret = uuid::Uuid::new_v4().simple().to_string();
-    settings.insert("SERVICE_CLIENTS", users::config::clients_sharing(&secret, TOKEN_CLIENTS), Origin::CommandLine);
+    settings.insert("SERVICE_CLIENTS", services::clients_sharing(&secret), Origin::CommandLine);
     settings.insert("CLIENT_SECRET", secret, Origin::CommandLine);
+}
+
+/// Outside production, a users service run on its own accepts each service of this binary with
+/// the development secret that service uses by default, unless the operator named the clients.
+fn development_clients_unless_configured(settings: &mut Settings) -> anyhow::Result<()> {
+    let configured = settings.scoped(ServiceName::Users.as_str()).lookup(&["SERVICE_CLIENTS"]).is_some();
+    if !configured && !kit::config::production(settings)? {
+        settings.insert("SERVICE_CLIENTS", services::development_clients(), Origin::Default);
+    }
+    Ok(())
 }
 
 /// In `up` the gateway reaches the services over loopback, so they believe the client address
@@ -123,7 +133,8 @@ fn services_believe_the_local_gateway(settings: &mut Settings) {
 }
 
 /// One service in this process.
-pub async fn serve(service: ServiceName, settings: Settings) -> anyhow::Result<()> {
+pub async fn serve(service: ServiceName, mut settings: Settings) -> anyhow::Result<()> {
+    development_clients_unless_configured(&mut settings)?;
     let host: IpAddr = settings.scoped(service.as_str()).parse_or(&["HOST"], IpAddr::V4(Ipv4Addr::UNSPECIFIED))?;
     let port: u16 = settings.scoped(service.as_str()).parse_or(&["PORT"], service.spec().default_port)?;
     let listener = bind(host, port, service).await?;
@@ -143,7 +154,7 @@ pub async fn serve(service: ServiceName, settings: Settings) -> anyhow::Result<(
 /// Applies migrations and exits; safe to run while instances start (PostgreSQL migrations take
 /// an advisory lock).
 pub async fn migrate(service: Option<ServiceName>, settings: Settings) -> anyhow::Result<()> {
-    let services: Vec<&'static crate::services::Service> = match service {
+    let services: Vec<&'static ordermesh::services::Service> = match service {
         Some(s) => vec![s.spec()],
         None => SERVICES.iter().collect(),
     };

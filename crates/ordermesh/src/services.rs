@@ -1,7 +1,7 @@
-//! The one description of each service this binary runs. `up`, `serve`, `migrate`, `openapi`
-//! and `cluster` read everything they need about a service from here: adding a service means
-//! a variant of [`ServiceName`] and an entry in [`SERVICES`] (plus its routes at the gateway
-//! and its deployment files, if it has them).
+//! The one description of each service this binary runs. `up`, `serve`, `migrate`, `openapi`,
+//! `cluster` and the test kit's `Services::start` read everything they need about a service
+//! from here: adding a service means a variant of [`ServiceName`] and an entry in [`SERVICES`]
+//! (plus its routes at the gateway, and its deployment files if it has them).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -35,6 +35,10 @@ pub struct Service {
     /// Whether clients reach it directly (the gateway); the others sit behind it and believe
     /// the client address it forwards.
     pub edge: bool,
+    /// Whether it proves itself to the other services with a service token from the users
+    /// service (to call them, or to read the revocation feed): the users service is told to
+    /// accept its client credentials.
+    pub token_client: bool,
     pub start: for<'a> fn(&'a Settings, IpAddr, u16) -> BoxFuture<'a, anyhow::Result<Started>>,
     pub openapi: fn() -> utoipa::openapi::OpenApi,
 }
@@ -44,6 +48,7 @@ pub static SERVICES: &[Service] = &[
     Service {
         name: ServiceName::Users,
         as_str: "users",
+        token_client: false,
         default_port: users::config::DEFAULT_PORT,
         url_key: "USER_SERVICE_URL",
         migrator: Some(&users::store::MIGRATOR),
@@ -54,6 +59,7 @@ pub static SERVICES: &[Service] = &[
     Service {
         name: ServiceName::Catalog,
         as_str: "catalog",
+        token_client: true,
         default_port: catalog::config::DEFAULT_PORT,
         url_key: "CATALOG_SERVICE_URL",
         migrator: Some(&catalog::store::MIGRATOR),
@@ -64,6 +70,7 @@ pub static SERVICES: &[Service] = &[
     Service {
         name: ServiceName::Orders,
         as_str: "orders",
+        token_client: true,
         default_port: orders::config::DEFAULT_PORT,
         url_key: "ORDER_SERVICE_URL",
         migrator: Some(&orders::store::MIGRATOR),
@@ -74,6 +81,7 @@ pub static SERVICES: &[Service] = &[
     Service {
         name: ServiceName::Gateway,
         as_str: "gateway",
+        token_client: true,
         default_port: gateway::config::DEFAULT_PORT,
         url_key: "GATEWAY_URL",
         migrator: None,
@@ -91,6 +99,24 @@ impl ServiceName {
     pub fn as_str(self) -> &'static str {
         self.spec().as_str
     }
+}
+
+/// The services that ask the users service for service tokens (`SERVICE_CLIENTS` names them).
+pub fn token_clients() -> Vec<&'static str> {
+    SERVICES.iter().filter(|s| s.token_client).map(|s| s.as_str).collect()
+}
+
+/// `SERVICE_CLIENTS` for `clients` that all prove themselves with `secret` (with
+/// `CLIENT_SECRET=<secret>` on their side): `up` and `cluster`, which start them together, and
+/// tests.
+pub fn clients_sharing(secret: &str) -> String {
+    token_clients().iter().map(|c| format!("{c}:{secret}")).collect::<Vec<_>>().join(",")
+}
+
+/// `SERVICE_CLIENTS` in development when none is configured: each client with the secret it
+/// uses by default (`dev-<name>-secret`, refused in production mode on both sides).
+pub fn development_clients() -> String {
+    token_clients().iter().map(|c| format!("{c}:dev-{c}-secret")).collect::<Vec<_>>().join(",")
 }
 
 /// A started service: its router, and how to close what it holds open (database pools).

@@ -6,16 +6,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kit::config::Settings;
-use kit::testing::{NatsServer, TestData, TestServer};
+use kit::testing::{NatsServer, TestData};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+/// The platform, and a client to call it with.
 struct Platform {
-    users: TestServer,
-    catalog: TestServer,
-    orders: TestServer,
+    services: testkit::Services,
     http: reqwest::Client,
-    data: Vec<TestData>,
+}
+
+impl std::ops::Deref for Platform {
+    type Target = testkit::Services;
+
+    fn deref(&self) -> &testkit::Services {
+        &self.services
+    }
 }
 
 impl Platform {
@@ -34,13 +40,11 @@ impl Platform {
 
     async fn on(data: fn(&str) -> (TestData, Settings), extra: impl Fn(Settings) -> Settings) -> Self {
         let s = testkit::Services::start_on(data, &extra).await;
-        Platform { users: s.users, catalog: s.catalog, orders: s.orders, http: reqwest::Client::new(), data: s.data }
+        Platform { services: s, http: reqwest::Client::new() }
     }
 
     async fn finish(self) {
-        for d in self.data {
-            d.cleanup().await;
-        }
+        self.services.finish().await;
     }
 
     async fn token(&self, username: &str, password: &str) -> String {
@@ -384,7 +388,7 @@ async fn a_failed_order_write_releases_its_reservation() {
     let bob = p.token("bob", "bob123").await;
     // Another process holds the orders database's write lock, as a crashed or stuck writer
     // would: the order transaction cannot happen after the stock was reserved.
-    let db_path = p.data[2].dir.join("orders.db");
+    let db_path = p.data_of(testkit::ServiceName::Orders).dir.join("orders.db");
     let mut blocker = {
         use sqlx::Connection;
         sqlx::any::install_default_drivers();

@@ -1,5 +1,5 @@
-//! The users, catalog and orders services in this process, each on 127.0.0.1 port 0 with a
-//! database of its own (SQLite, or a PostgreSQL schema with `ORDERMESH_TEST_POSTGRES`), wired
+//! The platform's services (its table, `ordermesh::services::SERVICES`) in this process, each
+//! on 127.0.0.1 port 0 with a database of its own (SQLite, or a PostgreSQL schema with `ORDERMESH_TEST_POSTGRES`), wired
 //! as `ordermesh up` wires them: one service secret they all prove themselves with, the users
 //! service believing the client address a gateway on loopback forwards. Every crate's
 //! end-to-end tests start the platform here, so a change to how services find or trust each
@@ -9,6 +9,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use kit::config::Settings;
 use kit::testing::{TestData, TestServer};
+pub use ordermesh::services::ServiceName;
+use ordermesh::services::{self, SERVICES};
 
 /// The client secret every service proves itself with (`SERVICE_CLIENTS` on the users side).
 pub const SERVICE_SECRET: &str = "testkit-service-secret";
@@ -17,13 +19,16 @@ pub fn localhost() -> IpAddr {
     IpAddr::V4(Ipv4Addr::LOCALHOST)
 }
 
-/// The three services, started in dependency order.
+/// Every service of the platform's table (`ordermesh::services::SERVICES`) but the edge, started
+/// in its order; the three the tests talk to most are named.
 pub struct Services {
     pub users: TestServer,
     pub catalog: TestServer,
     pub orders: TestServer,
-    /// Each service's data, in the order users, catalog, orders.
-    pub data: Vec<TestData>,
+    /// Any other service behind the gateway, by name.
+    pub others: Vec<(ServiceName, TestServer)>,
+    /// Each service's data, in start order.
+    data: Vec<(ServiceName, TestData)>,
 }
 
 impl Services {
@@ -33,46 +38,67 @@ impl Services {
     }
 
     /// With each service's data from `data` (e.g. `TestData::sqlite` for what only SQLite does).
+    /// Every service gets the settings `ordermesh up` gives it: where the services started
+    /// before it listen, the one secret they share, loopback believed as a forwarding gateway.
     pub async fn start_on(data: fn(&str) -> (TestData, Settings), extra: &dyn Fn(Settings) -> Settings) -> Self {
-        let clients = users::config::clients_sharing(SERVICE_SECRET, users::config::TOKEN_CLIENTS);
-        let (users_data, s) = data("users");
-        let s = extra(s.with("SERVICE_CLIENTS", clients).with("TRUSTED_PROXIES", kit::client_ip::LOOPBACK));
-        let config = users::Config::from_settings(&s, localhost(), 0).expect("users config");
-        let users = TestServer::start(users::router(users::AppState::start(config).await.expect("users starts"))).await;
+        let mut shared = vec![
+            ("SERVICE_CLIENTS", services::clients_sharing(SERVICE_SECRET)),
+            ("CLIENT_SECRET", SERVICE_SECRET.to_string()),
+            ("TRUSTED_PROXIES", kit::client_ip::LOOPBACK.to_string()),
+            // Events reach their consumers within a test's patience.
+            ("RELAY_INTERVAL", "100ms".to_string()),
+        ];
+        let mut servers = Vec::new();
+        let mut kept = Vec::new();
+        for service in SERVICES.iter().filter(|s| !s.edge) {
+            let (service_data, mut s) = data(service.as_str);
+            for (key, value) in &shared {
+                s = s.with(key, value.clone());
+            }
+            let s = extra(s);
+            let started = (service.start)(&s, localhost(), 0)
+                .await
+                .unwrap_or_else(|e| panic!("the {} service starts: {e:#}", service.as_str));
+            let server = TestServer::start(started.router).await;
+            shared.push((service.url_key, server.base()));
+            servers.push((service.name, server));
+            kept.push((service.name, service_data));
+        }
+        let mut take = |name: ServiceName| {
+            let at = servers.iter().position(|(n, _)| *n == name).expect("the platform has this service");
+            servers.remove(at).1
+        };
+        let (users, catalog, orders) =
+            (take(ServiceName::Users), take(ServiceName::Catalog), take(ServiceName::Orders));
+        Services { users, catalog, orders, others: servers, data: kept }
+    }
 
-        let (catalog_data, s) = data("catalog");
-        let s = extra(s.with("USER_SERVICE_URL", users.base()).with("CLIENT_SECRET", SERVICE_SECRET));
-        let config = catalog::Config::from_settings(&s, localhost(), 0).expect("catalog config");
-        let catalog =
-            TestServer::start(catalog::router(catalog::AppState::start(config).await.expect("catalog starts"))).await;
-
-        let (orders_data, s) = data("orders");
-        let s = extra(
-            s.with("USER_SERVICE_URL", users.base())
-                .with("CATALOG_SERVICE_URL", catalog.base())
-                .with("CLIENT_SECRET", SERVICE_SECRET)
-                // Events reach the catalog within a test's patience.
-                .with("RELAY_INTERVAL", "100ms"),
-        );
-        let config = orders::Config::from_settings(&s, localhost(), 0).expect("orders config");
-        let orders =
-            TestServer::start(orders::router(orders::AppState::start(config).await.expect("orders starts"))).await;
-        Services { users, catalog, orders, data: vec![users_data, catalog_data, orders_data] }
+    /// The data (database, directory) of one service.
+    pub fn data_of(&self, name: ServiceName) -> &TestData {
+        self.data.iter().find(|(n, _)| *n == name).map(|(_, d)| d).expect("the platform has this service")
     }
 
     /// What a gateway (or another client of the services) in front of them is configured with.
     pub fn settings(&self) -> Settings {
-        Settings::from_pairs([
-            ("USER_SERVICE_URL", self.users.base()),
-            ("CATALOG_SERVICE_URL", self.catalog.base()),
-            ("ORDER_SERVICE_URL", self.orders.base()),
-            ("CLIENT_SECRET", SERVICE_SECRET.into()),
-        ])
+        let mut s = Settings::from_pairs([("CLIENT_SECRET", SERVICE_SECRET)]);
+        for service in SERVICES.iter().filter(|s| !s.edge) {
+            s = s.with(service.url_key, self.server(service.name).base());
+        }
+        s
+    }
+
+    pub fn server(&self, name: ServiceName) -> &TestServer {
+        match name {
+            ServiceName::Users => &self.users,
+            ServiceName::Catalog => &self.catalog,
+            ServiceName::Orders => &self.orders,
+            other => self.others.iter().find(|(n, _)| *n == other).map(|(_, s)| s).expect("a service behind the edge"),
+        }
     }
 
     /// Drops each service's data (PostgreSQL schemas, SQLite directories).
     pub async fn finish(self) {
-        for d in self.data {
+        for (_, d) in self.data {
             d.cleanup().await;
         }
     }

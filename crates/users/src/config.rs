@@ -42,18 +42,9 @@ impl std::fmt::Debug for ServiceCredential {
 }
 
 /// The client credentials a development setup uses when none are configured; refused in
-/// production mode.
+/// production mode. (The `ordermesh` binary configures its own, one for each service in its
+/// table that asks for service tokens.)
 pub const DEV_SERVICE_CLIENTS: &str = "orders:dev-orders-secret,gateway:dev-gateway-secret,catalog:dev-catalog-secret";
-
-/// The services that obtain service tokens by default: the orders service to call the catalog,
-/// and every service but users to read the revocation feed.
-pub const TOKEN_CLIENTS: &[&str] = &["gateway", "catalog", "orders"];
-
-/// `SERVICE_CLIENTS` for `clients` that all prove themselves with `secret` (with
-/// `CLIENT_SECRET=<secret>` on their side): `up`, which runs them in one process, and tests.
-pub fn clients_sharing(secret: &str, clients: &[&str]) -> String {
-    clients.iter().map(|c| format!("{c}:{secret}")).collect::<Vec<_>>().join(",")
-}
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -100,7 +91,9 @@ impl Config {
         let clients_raw = match s.lookup(&["SERVICE_CLIENTS"]) {
             Some((key, value, origin)) => Some((key, value, origin)),
             None if production => None,
-            None => Some(("SERVICE_CLIENTS".to_string(), DEV_SERVICE_CLIENTS.to_string(), kit::config::Origin::Test)),
+            None => {
+                Some(("SERVICE_CLIENTS".to_string(), DEV_SERVICE_CLIENTS.to_string(), kit::config::Origin::Default))
+            }
         };
         let mut service_clients = Vec::new();
         if let Some((key, value, origin)) = clients_raw {

@@ -164,7 +164,8 @@ impl Platform {
     /// The users service's Ed25519 signing key (generated in its data directory), for minting
     /// tokens with chosen claims that only the claims make invalid.
     fn signing_key(&self) -> EncodingKey {
-        let pem = std::fs::read(self.services.data[0].dir.join("jwt-ed25519.pem")).expect("the signing key");
+        let pem = std::fs::read(self.services.data_of(testkit::ServiceName::Users).dir.join("jwt-ed25519.pem"))
+            .expect("the signing key");
         EncodingKey::from_ed_pem(&pem).expect("a PKCS#8 Ed25519 key")
     }
 
