@@ -185,43 +185,7 @@ impl ReservationId {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ReservationState {
-    /// Stock is set aside, awaiting commit or release.
-    Held,
-    /// The stock left the warehouse's books (the order exists).
-    Committed,
-    /// Released before commit; the stock is available again.
-    Released,
-    /// Not committed in time; released automatically.
-    Expired,
-    /// Committed, then returned because the order was cancelled.
-    Returned,
-}
-
-impl ReservationState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReservationState::Held => "held",
-            ReservationState::Committed => "committed",
-            ReservationState::Released => "released",
-            ReservationState::Expired => "expired",
-            ReservationState::Returned => "returned",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "held" => ReservationState::Held,
-            "committed" => ReservationState::Committed,
-            "released" => ReservationState::Released,
-            "expired" => ReservationState::Expired,
-            "returned" => ReservationState::Returned,
-            _ => return None,
-        })
-    }
-}
+pub use api::catalog::ReservationState;
 
 #[cfg(test)]
 mod tests {

@@ -17,8 +17,9 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::domain::SortOrder;
 use crate::error::{CatalogError, Result};
-use crate::service::{CategoryCount, Product, ProductInput, Reservation, ReserveRequest};
+use crate::service::{Product, ProductInput, Reservation, ReserveRequest};
 use crate::store::{ListFilter, ProductRow, StockChange};
+pub use api::catalog::Categories;
 
 pub fn api() -> Router<AppState> {
     Router::new()
@@ -174,11 +175,6 @@ pub struct StockAdjustment {
     pub delta: Option<i64>,
     #[schema(minimum = 0, maximum = 1000000000)]
     pub on_hand: Option<i64>,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Categories {
-    pub items: Vec<CategoryCount>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -10,45 +10,16 @@ use kit::auth::{Principal, Role, TokenVerifier};
 use kit::db::{now_ms, rfc3339};
 use kit::metrics::Metrics;
 use kit::pagination::{PageRequest, Paged};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use utoipa::ToSchema;
 
 use crate::config::Config;
-use crate::domain::{Category, Description, ProductName, ProductRef, ReservationId, ReservationState, Sku};
+use crate::domain::{Category, Description, ProductName, ProductRef, ReservationId, Sku};
 use crate::error::{CatalogError, CatalogFailure, Result};
 use crate::store::{
     EventEffect, ListFilter, NewProduct, ProductChanges, ProductRow, ReservationRow, StockChange, Store,
 };
 
-/// A product as clients see it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Product {
-    pub id: i64,
-    pub sku: String,
-    pub name: String,
-    pub description: String,
-    pub category: String,
-    pub price: Money,
-    pub currency: String,
-    /// Units that can be ordered now (on hand minus reserved); not used when `track_stock` is
-    /// false.
-    pub stock: i64,
-    pub in_stock: bool,
-    /// False for products sold without counting stock (made to order, services, digital
-    /// goods): always orderable, and the stock figures mean nothing.
-    pub track_stock: bool,
-    pub stock_on_hand: i64,
-    pub stock_reserved: i64,
-    pub active: bool,
-    /// Pictures, the main one first.
-    #[serde(default)]
-    pub images: Vec<crate::images::ProductImage>,
-    #[schema(format = "date-time")]
-    pub created_at: String,
-    #[schema(format = "date-time")]
-    pub updated_at: String,
-}
+pub use api::catalog::{CategoryCount, LineRequest, Product, Reservation, ReservationLine, ReserveRequest};
 
 impl From<&ProductRow> for Product {
     fn from(r: &ProductRow) -> Self {
@@ -73,69 +44,17 @@ impl From<&ProductRow> for Product {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct CategoryCount {
-    pub name: String,
-    pub count: i64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ReservationLine {
-    pub product_id: i64,
-    pub sku: String,
-    pub name: String,
-    pub quantity: i64,
-    pub unit_price: Money,
-    pub line_total: Money,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Reservation {
-    pub id: String,
-    pub state: ReservationState,
-    pub lines: Vec<ReservationLine>,
-    pub total: Money,
-    pub currency: String,
-    #[schema(format = "date-time")]
-    pub expires_at: String,
-    #[schema(format = "date-time")]
-    pub created_at: String,
-}
-
-/// One line of a reservation request: a product named by `product_id`, `sku` or `name`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LineRequest {
-    pub product_id: Option<i64>,
-    #[schema(max_length = 64)]
-    pub sku: Option<String>,
-    #[schema(max_length = 200)]
-    pub name: Option<String>,
-    pub quantity: Quantity,
-}
-
-impl LineRequest {
-    pub fn product_ref(&self, index: usize) -> Result<ProductRef> {
-        match (self.product_id, &self.sku, &self.name) {
-            (Some(id), None, None) => Ok(ProductRef::Id(id)),
-            (None, Some(sku), None) => Ok(ProductRef::Sku(Sku::parse(sku)?.as_str().to_string())),
-            (None, None, Some(name)) => Ok(ProductRef::Name(ProductName::parse(name)?.as_str().to_string())),
-            _ => Err(CatalogError::invalid(
-                format!("lines[{index}]"),
-                "must name the product by exactly one of product_id, sku or name",
-            )),
-        }
+/// The product a reservation line names, checked.
+pub fn product_ref(line: &LineRequest, index: usize) -> Result<ProductRef> {
+    match (line.product_id, &line.sku, &line.name) {
+        (Some(id), None, None) => Ok(ProductRef::Id(id)),
+        (None, Some(sku), None) => Ok(ProductRef::Sku(Sku::parse(sku)?.as_str().to_string())),
+        (None, None, Some(name)) => Ok(ProductRef::Name(ProductName::parse(name)?.as_str().to_string())),
+        _ => Err(CatalogError::invalid(
+            format!("lines[{index}]"),
+            "must name the product by exactly one of product_id, sku or name",
+        )),
     }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReserveRequest {
-    /// Chosen by the caller; retrying with the same id and lines has no second effect.
-    #[schema(min_length = 1, max_length = 100, pattern = "^[A-Za-z0-9_:.-]+$")]
-    pub id: String,
-    #[schema(min_items = 1, max_items = 100)]
-    pub lines: Vec<LineRequest>,
 }
 
 pub struct Catalog {
@@ -462,7 +381,7 @@ impl Catalog {
             .lines
             .iter()
             .enumerate()
-            .map(|(i, l)| Ok((l.product_ref(i)?, l.quantity.get() as i64)))
+            .map(|(i, l)| Ok((product_ref(l, i)?, l.quantity.get() as i64)))
             .collect::<Result<Vec<_>>>()?;
         let hash = hex::encode(Sha256::digest(
             serde_json::to_vec(&request.lines).map_err(|e| CatalogError::Internal(e.to_string()))?,

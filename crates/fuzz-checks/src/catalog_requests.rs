@@ -64,7 +64,7 @@ pub fn check(data: &[u8]) {
     if let Ok(r) = serde_json::from_slice::<ReserveRequest>(data) {
         let _ = ReservationId::parse(&r.id);
         for (i, line) in r.lines.iter().enumerate() {
-            let _ = line.product_ref(i);
+            let _ = catalog::service::product_ref(line, i);
         }
     }
     if let Ok(text) = std::str::from_utf8(data) {

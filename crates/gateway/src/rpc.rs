@@ -13,6 +13,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
+use api::orders::Order;
+use api::users::{TokenResponse, User};
 use api::{Grants, Permission};
 use axum::http::{Method, StatusCode};
 use capnweb::{CallContext, Capability, RpcError, RpcTarget, Value};
@@ -20,10 +22,10 @@ use futures::future::BoxFuture;
 use kit::auth::{Principal, TokenVerifier};
 use kit::client::JsonCalls;
 use kit::client::UpstreamError;
+use kit::pagination::Paged;
 
 use crate::proxy::UpstreamClient;
 use rand::RngCore;
-use serde::Deserialize;
 use serde_json::json;
 
 use crate::edge::Edge;
@@ -64,36 +66,6 @@ pub struct UserCap {
     verifier: TokenVerifier,
 }
 
-#[derive(Deserialize)]
-struct LoginReply {
-    access_token: String,
-    user: Profile,
-}
-
-#[derive(Deserialize)]
-struct Profile {
-    id: String,
-    username: String,
-    email: Option<String>,
-    role: String,
-}
-
-#[derive(Deserialize)]
-struct OrderReply {
-    id: String,
-    user_id: String,
-    status: String,
-    total: api::money::Money,
-    item_count: usize,
-    #[serde(default)]
-    items: Vec<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-struct OrderPage {
-    items: Vec<OrderReply>,
-}
-
 fn string_arg<'v>(args: &'v [Value], index: usize, what: &str) -> Result<&'v str, RpcError> {
     args.get(index).and_then(Value::as_str).ok_or_else(|| RpcError::bad_request(format!("{what} must be a string")))
 }
@@ -111,11 +83,11 @@ fn rpc_error(e: UpstreamError) -> RpcError {
     }
 }
 
-fn order_summary(o: &OrderReply) -> Value {
+fn order_summary(o: &Order) -> Value {
     Value::object([
         ("orderId", Value::String(o.id.clone())),
         ("total", Value::Float(o.total.to_f64())),
-        ("status", Value::String(o.status.clone())),
+        ("status", Value::String(o.status.as_str().into())),
     ])
 }
 
@@ -145,7 +117,7 @@ impl Shop {
         let mut headers = axum::http::HeaderMap::new();
         headers.insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
         let sent = users.send(Method::POST, "/users/login", headers, body, Some(self.client)).await;
-        let reply: LoginReply = match sent {
+        let reply: TokenResponse = match sent {
             Ok(res) => users.read_json(res).await,
             Err(e) => Err(e),
         }
@@ -159,7 +131,7 @@ impl Shop {
             ("token", Value::String(reply.access_token)),
             ("userId", Value::String(reply.user.id)),
             ("username", Value::String(reply.user.username)),
-            ("role", Value::String(reply.user.role)),
+            ("role", Value::String(reply.user.role.as_str().into())),
         ]))
     }
 
@@ -180,7 +152,7 @@ impl Shop {
         if principal.user_id.is_none() {
             return Err(RpcError::bad_request("Invalid or expired token"));
         }
-        let profile: Profile = self.backend.users.get_json("/users/me", Some(token)).await.map_err(rpc_error)?;
+        let profile: User = self.backend.users.get_json("/users/me", Some(token)).await.map_err(rpc_error)?;
         let mut seal = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut seal);
         let user = Arc::new(UserCap {
@@ -189,7 +161,7 @@ impl Shop {
             id: profile.id,
             username: profile.username,
             email: profile.email,
-            role: profile.role,
+            role: profile.role.as_str().into(),
             seal: hex::encode(seal),
             verifier: self.backend.edge.verifier.clone(),
         });
@@ -239,7 +211,7 @@ impl Shop {
             .iter()
             .map(|i| i.to_plain_json().ok_or_else(|| RpcError::bad_request("items must be plain data")))
             .collect::<Result<_, _>>()?;
-        let order: OrderReply =
+        let order: Order =
             self.backend.orders.post_json("/orders", Some(&user.token), &json!({ "items": items })).await.map_err(
                 |e| match e.status() {
                     Some(StatusCode::FORBIDDEN) => {
@@ -251,20 +223,20 @@ impl Shop {
         Ok(Value::object([
             ("orderId", Value::String(order.id)),
             ("total", Value::Float(order.total.to_f64())),
-            ("status", Value::String(order.status)),
+            ("status", Value::String(order.status.as_str().into())),
             ("itemCount", Value::Int(order.item_count as i64)),
         ]))
     }
 
     async fn list_orders(&self, user: &UserCap) -> Result<Value, RpcError> {
-        let page: OrderPage =
+        let page: Paged<Order> =
             self.backend.orders.get_json("/orders?per_page=100", Some(&user.token)).await.map_err(rpc_error)?;
         Ok(Value::Array(page.items.iter().map(order_summary).collect()))
     }
 
     async fn get_order(&self, user: &UserCap, order_id: &str) -> Result<Value, RpcError> {
         let path = format!("/orders/{}", urlencode(order_id));
-        let order: OrderReply =
+        let order: Order =
             self.backend.orders.get_json(&path, Some(&user.token)).await.map_err(|e| match e.status() {
                 Some(StatusCode::NOT_FOUND) => RpcError::not_found(format!("Order '{order_id}' not found")),
                 _ => rpc_error(e),
@@ -275,7 +247,7 @@ impl Shop {
             ("userId", Value::String(order.user_id)),
             ("items", items),
             ("total", Value::Float(order.total.to_f64())),
-            ("status", Value::String(order.status)),
+            ("status", Value::String(order.status.as_str().into())),
         ]))
     }
 
@@ -285,7 +257,7 @@ impl Shop {
             return Err(RpcError::permission_denied("You don't have permission to cancel orders"));
         }
         let path = format!("/orders/{}/cancel", urlencode(order_id));
-        let order: OrderReply =
+        let order: Order =
             self.backend.orders.json(Method::POST, &path, Some(&user.token), None).await.map_err(|e| {
                 match e.status() {
                     Some(StatusCode::FORBIDDEN) => {
@@ -295,20 +267,20 @@ impl Shop {
                     _ => rpc_error(e),
                 }
             })?;
-        Ok(Value::object([("orderId", Value::String(order.id)), ("status", Value::String(order.status))]))
+        Ok(Value::object([
+            ("orderId", Value::String(order.id)),
+            ("status", Value::String(order.status.as_str().into())),
+        ]))
     }
 
     async fn list_users(&self, user: &UserCap) -> Result<Value, RpcError> {
-        #[derive(Deserialize)]
-        struct Page {
-            items: Vec<Profile>,
-        }
-        let page: Page = self.backend.users.get_json("/users?per_page=100", Some(&user.token)).await.map_err(|e| {
-            match e.status() {
-                Some(StatusCode::FORBIDDEN) => RpcError::permission_denied("Only administrators list users"),
-                _ => rpc_error(e),
-            }
-        })?;
+        let page: Paged<User> =
+            self.backend.users.get_json("/users?per_page=100", Some(&user.token)).await.map_err(|e| {
+                match e.status() {
+                    Some(StatusCode::FORBIDDEN) => RpcError::permission_denied("Only administrators list users"),
+                    _ => rpc_error(e),
+                }
+            })?;
         Ok(Value::Array(
             page.items
                 .into_iter()
@@ -316,7 +288,7 @@ impl Shop {
                     Value::object([
                         ("id", Value::String(p.id)),
                         ("username", Value::String(p.username)),
-                        ("role", Value::String(p.role)),
+                        ("role", Value::String(p.role.as_str().into())),
                     ])
                 })
                 .collect(),

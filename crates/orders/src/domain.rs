@@ -1,81 +1,8 @@
 //! Order values that are valid by construction.
 
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
-
 use crate::error::{OrdersError, Result};
 
-/// pending → confirmed → shipped → delivered; pending or confirmed → cancelled.
-///
-/// An order is created `pending` once its stock is reserved in the catalog: the goods are set
-/// aside for it. The reservation is committed right after the answer (or, failing that, when
-/// the catalog applies the order's event), so the order never waits on that second call.
-/// `confirmed` is the shop accepting it (payment, checks), then it ships and is delivered.
-/// Cancelling returns its stock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum OrderStatus {
-    Pending,
-    Confirmed,
-    Shipped,
-    Delivered,
-    Cancelled,
-}
-
-impl OrderStatus {
-    pub const ALL: [OrderStatus; 5] = [
-        OrderStatus::Pending,
-        OrderStatus::Confirmed,
-        OrderStatus::Shipped,
-        OrderStatus::Delivered,
-        OrderStatus::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::Pending => "pending",
-            OrderStatus::Confirmed => "confirmed",
-            OrderStatus::Shipped => "shipped",
-            OrderStatus::Delivered => "delivered",
-            OrderStatus::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<OrderStatus> {
-        OrderStatus::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-
-    pub fn can_become(self, next: OrderStatus) -> bool {
-        use OrderStatus::*;
-        matches!(
-            (self, next),
-            (Pending, Confirmed)
-                | (Pending, Cancelled)
-                | (Confirmed, Shipped)
-                | (Confirmed, Cancelled)
-                | (Shipped, Delivered)
-        )
-    }
-}
-
-/// A stored status this build does not know.
-#[derive(Debug, thiserror::Error)]
-#[error("unknown order status {0:?} in the database")]
-pub struct UnknownStatus(String);
-
-impl TryFrom<String> for OrderStatus {
-    type Error = UnknownStatus;
-
-    fn try_from(s: String) -> std::result::Result<Self, UnknownStatus> {
-        OrderStatus::parse(&s).ok_or(UnknownStatus(s))
-    }
-}
-
-impl std::fmt::Display for OrderStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use api::orders::{OrderStatus, UnknownStatus};
 
 /// A client's `Idempotency-Key`: 1–255 visible ASCII characters.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,9 +1,9 @@
 //! What a client sends to place an order, in every shape the seeds send it, and its lines
 //! checked into what the catalog is asked to reserve.
 
+use api::catalog::{LineRequest, ReservationLine};
 use api::money::{Money, Quantity};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::error::{OrdersError, Result};
@@ -99,15 +99,18 @@ impl Line {
         Ok(Line { product, quantity, expected_price: item.price })
     }
 
-    pub(crate) fn catalog_line(&self) -> serde_json::Value {
+    /// This line as the catalog is asked to reserve it.
+    pub(crate) fn catalog_line(&self) -> LineRequest {
+        let mut line = LineRequest { product_id: None, sku: None, name: None, quantity: self.quantity };
         match &self.product {
-            ItemRef::Id(id) => json!({"product_id": id, "quantity": self.quantity.get()}),
-            ItemRef::Sku(sku) => json!({"sku": sku, "quantity": self.quantity.get()}),
-            ItemRef::Name(name) => json!({"name": name, "quantity": self.quantity.get()}),
+            ItemRef::Id(id) => line.product_id = Some(*id),
+            ItemRef::Sku(sku) => line.sku = Some(sku.clone()),
+            ItemRef::Name(name) => line.name = Some(name.clone()),
         }
+        line
     }
 
-    pub(crate) fn describes(&self, line: &ReservedLine) -> bool {
+    pub(crate) fn describes(&self, line: &ReservationLine) -> bool {
         match &self.product {
             ItemRef::Id(id) => *id == line.product_id,
             ItemRef::Sku(sku) => sku.eq_ignore_ascii_case(&line.sku),
@@ -120,7 +123,7 @@ impl CreateOrderRequest {
     /// The order lines this request asks for, as the catalog will be asked to reserve them
     /// (`{product_id | sku | name, quantity}` each), or the problem with the request. The same
     /// checks [`Orders::create`] makes first; public for the fuzz targets.
-    pub fn catalog_lines(&self, max_items: usize) -> Result<Vec<serde_json::Value>> {
+    pub fn catalog_lines(&self, max_items: usize) -> Result<Vec<LineRequest>> {
         Ok(self.lines(max_items)?.iter().map(Line::catalog_line).collect())
     }
 
@@ -160,26 +163,10 @@ impl CreateOrderRequest {
     }
 }
 
-/// The catalog's reservation answer (the fields the orders service reads).
-#[derive(Debug, Deserialize)]
-pub(crate) struct ReservationReply {
-    pub(crate) lines: Vec<ReservedLine>,
-    pub(crate) total: Money,
-    pub(crate) currency: String,
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct ReservedLine {
-    pub(crate) product_id: i64,
-    pub(crate) sku: String,
-    pub(crate) name: String,
-    pub(crate) quantity: i64,
-    pub(crate) unit_price: Money,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn req(json: serde_json::Value) -> CreateOrderRequest {
         serde_json::from_value(json).unwrap()

@@ -13,19 +13,19 @@ use kit::client::{ServiceClient, UpstreamError};
 use kit::db::now_ms;
 use kit::metrics::Metrics;
 use kit::pagination::{PageRequest, Paged};
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::domain::{IdempotencyKey, OrderStatus, parse_customer_name};
 use crate::error::{OrderFailure, OrdersError, Result};
-use crate::request::{CreateOrderRequest, Line, ReservationReply, ReservedLine};
+use crate::request::{CreateOrderRequest, Line};
 use crate::store::{
     HistoryRow, IdempotencyRecord, IdempotentAnswer, Inserted, ItemRow, ListFilter, NewOrder, OrderRow, OutboxEvent,
     Store,
 };
-use crate::view::Order;
+use crate::view::{self, Order};
+use api::catalog::{Reservation, ReservationLine, ReserveRequest};
 
 /// The answer to a create request: fresh, or the first answer replayed for its key.
 pub struct Created {
@@ -106,11 +106,9 @@ impl Orders {
         let started = std::time::Instant::now();
         let order_id = uuid::Uuid::now_v7().to_string();
         let reservation_id = format!("order:{order_id}");
-        let request = json!({
-            "id": reservation_id,
-            "lines": lines.iter().map(Line::catalog_line).collect::<Vec<_>>(),
-        });
-        let reply: ReservationReply = match self.call_catalog(Method::POST, "/reservations", Some(&request)).await {
+        let request =
+            ReserveRequest { id: reservation_id.clone(), lines: lines.iter().map(Line::catalog_line).collect() };
+        let reply: Reservation = match self.call_catalog(Method::POST, "/reservations", &request).await {
             Ok(r) => r,
             Err(e) => {
                 if matches!(e, OrdersError::Upstream(UpstreamError::Timeout { .. } | UpstreamError::Unreachable { .. }))
@@ -162,7 +160,7 @@ impl Orders {
             changed_at: now,
             note: None,
         }];
-        let view = Order::from_rows(&order_row, &items, &history);
+        let view = view::from_rows(&order_row, &items, &history);
         let body = serde_json::to_string(&view).map_err(|e| OrdersError::Internal(e.to_string()))?;
         let event = self.event(ORDER_CREATED, &view, &reservation_id, 1, now)?;
         let answer = idempotency.map(|(key, request_hash)| IdempotentAnswer {
@@ -225,17 +223,17 @@ impl Orders {
     fn event(
         &self,
         kind: &'static str,
-        view: &Order,
+        order: &Order,
         reservation_id: &str,
         version: i64,
         at: i64,
     ) -> Result<OutboxEvent> {
         Ok(OutboxEvent {
             id: uuid::Uuid::now_v7().to_string(),
-            order_id: view.id.clone(),
+            order_id: order.id.clone(),
             kind,
             version,
-            payload: serde_json::to_string(&view.snapshot(reservation_id))
+            payload: serde_json::to_string(&view::snapshot(order, reservation_id))
                 .map_err(|e| OrdersError::Internal(e.to_string()))?,
             occurred_at: at,
         })
@@ -247,9 +245,9 @@ impl Orders {
         &self,
         method: Method,
         path: &str,
-        body: Option<&serde_json::Value>,
+        body: &impl serde::Serialize,
     ) -> Result<T> {
-        let body = body.map(|b| bytes::Bytes::from(serde_json::to_vec(b).unwrap_or_default()));
+        let body = Some(bytes::Bytes::from(serde_json::to_vec(body).unwrap_or_default()));
         for attempt in 0..2 {
             let token = self.tokens.token_for("catalog").await?;
             match self.catalog.json::<T>(method.clone(), path, Some(&token), body.clone()).await {
@@ -313,7 +311,7 @@ impl Orders {
 
     pub async fn get(&self, caller: &Principal, id: &str) -> Result<Order> {
         let (order, items, history) = self.load_visible(caller, id).await?;
-        Ok(Order::from_rows(&order, &items, &history))
+        Ok(view::from_rows(&order, &items, &history))
     }
 
     /// The order, if the caller may see it: its owner, or an administrator. For anyone else
@@ -355,7 +353,7 @@ impl Orders {
             ListFilter { user_id: Some(me), username: None, status }
         };
         let (rows, total) = self.store.list(&filter, page).await?;
-        Ok(Paged::new(rows.iter().map(|(o, items)| Order::from_rows(o, items, &[])).collect(), page, total))
+        Ok(Paged::new(rows.iter().map(|(o, items)| view::from_rows(o, items, &[])).collect(), page, total))
     }
 
     /// Moves an order along pending → confirmed → shipped → delivered (administrators).
@@ -393,7 +391,7 @@ impl Orders {
             let (order, items, history) = self.load_visible(caller, id).await?;
             let from = order.status;
             if from == to {
-                return Ok(Order::from_rows(&order, &items, &history));
+                return Ok(view::from_rows(&order, &items, &history));
             }
             if !from.can_become(to) {
                 return Err(OrdersError::Domain(OrderFailure::IllegalTransition { from, to }));
@@ -403,7 +401,7 @@ impl Orders {
             next.status = to;
             next.version += 1;
             next.updated_at = now;
-            let view = Order::from_rows(&next, &items, &history);
+            let view = view::from_rows(&next, &items, &history);
             let kind = if to == OrderStatus::Cancelled { ORDER_CANCELLED } else { ORDER_STATUS_CHANGED };
             let event = self.event(kind, &view, &order.reservation_id, next.version, now)?;
             match self.store.change_status(&order, to, &caller.subject, note.as_deref(), &event).await {
@@ -427,7 +425,7 @@ fn status_is_unauthorized(e: &UpstreamError) -> bool {
 }
 
 /// Every line that states an expected price must match the catalog's current price.
-fn check_prices(lines: &[Line], reserved: &[ReservedLine]) -> Result<()> {
+fn check_prices(lines: &[Line], reserved: &[ReservationLine]) -> Result<()> {
     for (i, line) in lines.iter().enumerate() {
         let Some(expected) = line.expected_price else { continue };
         let Some(actual) = reserved.iter().find(|r| line.describes(r)) else {
@@ -448,6 +446,7 @@ fn check_prices(lines: &[Line], reserved: &[ReservedLine]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn req(json: serde_json::Value) -> CreateOrderRequest {
         serde_json::from_value(json).unwrap()
@@ -456,12 +455,13 @@ mod tests {
     #[test]
     fn price_mismatch_names_the_item() {
         let lines = req(json!({"items": [{"name": "laptop", "price": "899.99"}]})).lines(10).unwrap();
-        let reserved = vec![ReservedLine {
+        let reserved = vec![ReservationLine {
             product_id: 1,
             sku: "LAPTOP-15".into(),
             name: "Laptop".into(),
             quantity: 1,
             unit_price: "999.99".parse().unwrap(),
+            line_total: "999.99".parse().unwrap(),
         }];
         match check_prices(&lines, &reserved) {
             Err(OrdersError::Domain(OrderFailure::PriceChanged { item: 0, current, .. })) => {

@@ -2,6 +2,7 @@
 //! HTML-escaped by maud.
 
 use api::money::Money;
+use api::orders::OrderStatus;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use maud::{DOCTYPE, Markup, html};
@@ -231,12 +232,8 @@ pub fn order_ref(id: &str) -> &str {
     if id.len() > 8 { &id[id.len() - 8..] } else { id }
 }
 
-pub fn status_badge(status: &str) -> Markup {
-    let class = match status {
-        "pending" | "confirmed" | "shipped" | "delivered" | "cancelled" => status,
-        _ => "other",
-    };
-    html! { span class={ "badge status-" (class) } { (status) } }
+pub fn status_badge(status: OrderStatus) -> Markup {
+    html! { span class={ "badge status-" (status.as_str()) } { (status.as_str()) } }
 }
 
 /// A table's header row of column headings.

@@ -12,9 +12,7 @@ use kit::db::now_ms;
 use kit::metrics::Metrics;
 use kit::pagination::{PageRequest, Paged};
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use utoipa::ToSchema;
 
 use crate::config::{Config, ServiceCredential};
 use crate::domain::{DisplayName, Email, Password, Username};
@@ -24,19 +22,7 @@ use crate::passwords::PasswordHasher;
 use crate::store::{NewUser, Store, User, UserChanges, UserRow};
 use crate::throttle::LoginThrottle;
 
-/// The tokens a successful sign-in or refresh returns.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct TokenResponse {
-    pub access_token: String,
-    /// Always `bearer`.
-    pub token_type: String,
-    /// Seconds until the access token expires.
-    pub expires_in: u64,
-    /// Opaque; exchange it at `/users/refresh` for new tokens. Single use.
-    pub refresh_token: String,
-    pub refresh_expires_in: u64,
-    pub user: User,
-}
+pub use api::users::TokenResponse;
 
 pub struct Registration {
     pub name: Option<String>,

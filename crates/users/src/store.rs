@@ -3,9 +3,7 @@
 use kit::auth::{Revocation, Role};
 use kit::db::{Backend, Db, escape_like, is_unique_violation, now_ms};
 use kit::pagination::PageRequest;
-use serde::Serialize;
 use sqlx::Row;
-use utoipa::ToSchema;
 
 use crate::error::{Result, UserFailure, UsersError};
 
@@ -29,21 +27,7 @@ impl UserRow {
     }
 }
 
-/// A user as clients see it: never the password hash.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
-pub struct User {
-    #[schema(format = "uuid")]
-    pub id: String,
-    pub username: String,
-    #[schema(format = "email")]
-    pub email: Option<String>,
-    pub name: String,
-    pub role: Role,
-    #[schema(format = "date-time")]
-    pub created_at: String,
-    #[schema(format = "date-time")]
-    pub updated_at: String,
-}
+pub use api::users::User;
 
 impl From<&UserRow> for User {
     fn from(r: &UserRow) -> Self {

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use kit::auth::Principal;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::{ImageLimits, Size, process};
@@ -10,36 +10,21 @@ use crate::error::{CatalogError, Result};
 use crate::service::{Catalog, Product};
 use crate::store::{ImageRow, Placement, ProductRow};
 
-/// A product's picture as clients see it. URLs are paths under the API the caller used
-/// (`/api/...` through the gateway); they name fixed content and may be cached for good.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ProductImage {
-    pub id: String,
-    pub alt: String,
-    /// The first picture is the product's main one.
-    pub main: bool,
-    pub url: String,
-    pub width: i64,
-    pub height: i64,
-    pub thumbnail_url: String,
-    pub thumbnail_width: i64,
-    pub thumbnail_height: i64,
-}
+pub use api::catalog::ProductImage;
 
-impl ProductImage {
-    fn new(row: &ImageRow, prefix: &str) -> Self {
-        let base = format!("{prefix}/products/{}/images/{}", row.product_id, row.id);
-        ProductImage {
-            id: row.id.clone(),
-            alt: row.alt.clone(),
-            main: row.position == 0,
-            url: format!("{base}/{}", Size::Display.file_name()),
-            width: row.width,
-            height: row.height,
-            thumbnail_url: format!("{base}/{}", Size::Thumb.file_name()),
-            thumbnail_width: row.thumb_width,
-            thumbnail_height: row.thumb_height,
-        }
+/// A picture as clients see it, its URLs under `prefix`.
+fn image_view(row: &ImageRow, prefix: &str) -> ProductImage {
+    let base = format!("{prefix}/products/{}/images/{}", row.product_id, row.id);
+    ProductImage {
+        id: row.id.clone(),
+        alt: row.alt.clone(),
+        main: row.position == 0,
+        url: format!("{base}/{}", Size::Display.file_name()),
+        width: row.width,
+        height: row.height,
+        thumbnail_url: format!("{base}/{}", Size::Thumb.file_name()),
+        thumbnail_width: row.thumb_width,
+        thumbnail_height: row.thumb_height,
     }
 }
 
@@ -131,7 +116,7 @@ impl Catalog {
     }
 
     pub fn image_view(&self, row: &ImageRow, prefix: &str) -> ProductImage {
-        ProductImage::new(row, prefix)
+        image_view(row, prefix)
     }
 
     /// Whether the product has this picture (404 if not), without reading its bytes.
@@ -149,7 +134,7 @@ impl Catalog {
             .map(|row| {
                 let mut product = Product::from(row);
                 product.images =
-                    images.iter().filter(|i| i.product_id == row.id).map(|i| ProductImage::new(i, prefix)).collect();
+                    images.iter().filter(|i| i.product_id == row.id).map(|i| image_view(i, prefix)).collect();
                 product
             })
             .collect())

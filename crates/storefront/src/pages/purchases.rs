@@ -2,6 +2,7 @@
 //! and cancelling where the platform allows it. Administrators see any order here, with the
 //! buttons that move it along.
 
+use api::orders::OrderStatus;
 use api::{Grants, Permission};
 use axum::extract::{Path, Query};
 use axum::http::{Method, StatusCode};
@@ -42,7 +43,7 @@ pub async fn list(ctx: Ctx, Query(q): Query<PageQuery>) -> PageResult {
                 @for o in &orders.items {
                     li.card.order {
                         h2 { a href={ "/purchases/" (o.id) } { "Order " (order_ref(&o.id)) } }
-                        p { (status_badge(&o.status)) " · placed " (when(&o.created_at)) }
+                        p { (status_badge(o.status)) " · placed " (when(&o.created_at)) }
                         p { (items_summary(o)) }
                         p.price { (money(o.total, &o.currency)) }
                     }
@@ -54,18 +55,16 @@ pub async fn list(ctx: Ctx, Query(q): Query<PageQuery>) -> PageResult {
     Ok(ctx.page("Purchases", body))
 }
 
-/// The statuses an administrator can move an order to from `status`, with their buttons.
-pub fn next_steps(status: &str) -> &'static [(&'static str, &'static str)] {
-    match status {
-        "pending" => &[("confirmed", "Confirm")],
-        "confirmed" => &[("shipped", "Ship")],
-        "shipped" => &[("delivered", "Mark delivered")],
-        _ => &[],
-    }
-}
-
-pub fn cancellable(status: &str) -> bool {
-    matches!(status, "pending" | "confirmed")
+/// The status an administrator can move an order on to from `status`, with its button's label.
+pub fn next_step(status: OrderStatus) -> Option<(OrderStatus, &'static str)> {
+    let next = status.next()?;
+    let label = match next {
+        OrderStatus::Confirmed => "Confirm",
+        OrderStatus::Shipped => "Ship",
+        OrderStatus::Delivered => "Mark delivered",
+        OrderStatus::Pending | OrderStatus::Cancelled => return None,
+    };
+    Some((next, label))
 }
 
 fn who(change_by: &str, order: &Order, me: &Principal) -> String {
@@ -88,15 +87,15 @@ fn who(change_by: &str, order: &Order, me: &Principal) -> String {
 pub fn admin_actions(csrf: &str, o: &Order, back: &str) -> Markup {
     html! {
         div.actions {
-            @for (to, label) in next_steps(&o.status) {
+            @if let Some((to, label)) = next_step(o.status) {
                 form.inline method="post" action={ "/admin/orders/" (o.id) "/status" } {
                     (csrf_field(csrf))
-                    input type="hidden" name="status" value=(to);
+                    input type="hidden" name="status" value=(to.as_str());
                     input type="hidden" name="back" value=(back);
                     button type="submit" { (label) span.visually-hidden { " order " (order_ref(&o.id)) } }
                 }
             }
-            @if cancellable(&o.status) {
+            @if o.status.cancellable() {
                 form.inline method="post" action={ "/admin/orders/" (o.id) "/status" } {
                     (csrf_field(csrf))
                     input type="hidden" name="status" value="cancelled";
@@ -120,7 +119,7 @@ pub async fn detail(ctx: Ctx, Path(raw): Path<String>) -> PageResult {
     })?;
     let csrf = ctx.csrf();
     let own = o.user_id == me.subject;
-    let may_cancel = me.has(Permission::OrderCancel) && cancellable(&o.status);
+    let may_cancel = me.has(Permission::OrderCancel) && o.status.cancellable();
     let body = html! {
         nav.breadcrumbs aria-label="Breadcrumb" {
             ol {
@@ -130,7 +129,7 @@ pub async fn detail(ctx: Ctx, Path(raw): Path<String>) -> PageResult {
         }
         article.order-detail aria-labelledby="order-title" {
             h1 #order-title { "Order " (order_ref(&o.id)) }
-            p #order-status { "Status: " (status_badge(&o.status)) }
+            p #order-status { "Status: " (status_badge(o.status)) }
             p.muted {
                 "Placed " (when(&o.created_at))
                 @if !own { " by " (o.username.as_deref().unwrap_or(&o.user_id)) }
@@ -159,7 +158,7 @@ pub async fn detail(ctx: Ctx, Path(raw): Path<String>) -> PageResult {
                 ol.history {
                     @for h in &o.status_history {
                         li {
-                            (status_badge(&h.status)) " "
+                            (status_badge(h.status)) " "
                             time datetime=(h.changed_at) { (when(&h.changed_at)) }
                             " by " (who(&h.changed_by, &o, &me))
                             @if let Some(n) = &h.note { " — " q { (n) } }
@@ -177,7 +176,7 @@ pub async fn detail(ctx: Ctx, Path(raw): Path<String>) -> PageResult {
                     (csrf_field(&csrf))
                     button.danger type="submit" { "Cancel this order" }
                 }
-            } @else if cancellable(&o.status) {
+            } @else if o.status.cancellable() {
                 p.muted { "To cancel this order, contact the shop." }
             }
         }

@@ -1,5 +1,6 @@
 //! The administrators' order list, and moving an order along its statuses.
 
+use api::orders::OrderStatus;
 use axum::extract::{Path, Query};
 use axum::http::{Method, StatusCode};
 use maud::html;
@@ -21,12 +22,10 @@ pub struct OrdersQuery {
     page: Option<String>,
 }
 
-const STATUSES: &[&str] = &["pending", "confirmed", "shipped", "delivered", "cancelled"];
-
 pub async fn orders(ctx: Ctx, Query(q): Query<OrdersQuery>) -> PageResult {
     ctx.require_admin()?;
     let page = page_number(&q.page);
-    let status = field(&q.status).filter(|s| STATUSES.contains(&s.as_str()));
+    let status = field(&q.status).and_then(|s| OrderStatus::parse(&s));
     let user: Option<String> = field(&q.user).map(|u| u.chars().take(64).collect());
     let mut user_id = None;
     let mut unknown_user = false;
@@ -45,7 +44,7 @@ pub async fn orders(ctx: Ctx, Query(q): Query<OrdersQuery>) -> PageResult {
         let query = query_string(&[
             ("per_page", Some("20")),
             ("page", Some(&page.to_string())),
-            ("status", status.as_deref()),
+            ("status", status.map(OrderStatus::as_str)),
             ("user_id", user_id.as_deref()),
         ]);
         ctx.call(Call::get(Svc::Orders, format!("/orders?{query}"))).await?
@@ -53,7 +52,11 @@ pub async fn orders(ctx: Ctx, Query(q): Query<OrdersQuery>) -> PageResult {
     let csrf = ctx.csrf();
     let back = format!(
         "/admin/orders?{}",
-        query_string(&[("status", status.as_deref()), ("user", user.as_deref()), ("page", Some(&page.to_string()))])
+        query_string(&[
+            ("status", status.map(OrderStatus::as_str)),
+            ("user", user.as_deref()),
+            ("page", Some(&page.to_string()))
+        ])
     );
     let body = html! {
         h1 { "All orders" }
@@ -63,8 +66,8 @@ pub async fn orders(ctx: Ctx, Query(q): Query<OrdersQuery>) -> PageResult {
                 label for="status" { "Status" }
                 select #status name="status" {
                     option value="" { "Any" }
-                    @for s in STATUSES {
-                        option value=(s) selected[status.as_deref() == Some(*s)] { (s) }
+                    @for s in OrderStatus::ALL {
+                        option value=(s.as_str()) selected[status == Some(s)] { (s.as_str()) }
                     }
                 }
             }
@@ -88,7 +91,7 @@ pub async fn orders(ctx: Ctx, Query(q): Query<OrdersQuery>) -> PageResult {
                             td { (when(&o.created_at)) }
                             td { (items_summary(o)) }
                             td.num { (money(o.total, &o.currency)) }
-                            td { (status_badge(&o.status)) }
+                            td { (status_badge(o.status)) }
                             td { (admin_actions(&csrf, o, &back)) }
                         }
                     }
@@ -97,7 +100,7 @@ pub async fn orders(ctx: Ctx, Query(q): Query<OrdersQuery>) -> PageResult {
         }
         (pagination(
             "/admin/orders",
-            &[("status", status.clone().unwrap_or_default()), ("user", user.clone().unwrap_or_default())],
+            &[("status", status.map(|s| s.as_str().to_string()).unwrap_or_default()), ("user", user.clone().unwrap_or_default())],
             list.page,
             list.total_pages,
         ))
@@ -115,10 +118,10 @@ pub struct StatusForm {
 pub async fn set_order_status(ctx: Ctx, Path(raw): Path<String>, CsrfForm(f): CsrfForm<StatusForm>) -> PageResult {
     ctx.require_admin()?;
     let id = order_id(&raw)?.to_string();
-    if !STATUSES.contains(&f.status.as_str()) {
+    let Some(status) = OrderStatus::parse(&f.status) else {
         return Err(WebError::bad_request("Unknown status."));
-    }
-    let call = Call::new(Svc::Orders, Method::PUT, format!("/orders/{id}/status")).json(json!({"status": f.status}));
+    };
+    let call = Call::new(Svc::Orders, Method::PUT, format!("/orders/{id}/status")).json(json!({"status": status}));
     let result = ctx.call::<Order>(call).await;
     report(&ctx, result.map(|o| format!("Order {} is now {}.", order_ref(&o.id), o.status)))?;
     let back = f.back.as_deref().filter(|b| b.starts_with("/admin/orders") || b.starts_with("/purchases/"));

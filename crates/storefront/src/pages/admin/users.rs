@@ -2,6 +2,7 @@
 
 use axum::extract::{Path, Query};
 use axum::http::Method;
+use kit::auth::Role;
 use maud::html;
 use serde::Deserialize;
 use serde_json::json;
@@ -66,8 +67,8 @@ pub async fn users(ctx: Ctx, Query(q): Query<UsersQuery>) -> PageResult {
                                     (csrf_field(&csrf))
                                     label.visually-hidden for={ "role-" (u.id) } { "Role of " (u.username) }
                                     select id={ "role-" (u.id) } name="role" disabled[u.id == me.subject] {
-                                        option value="user" selected[u.role == "user"] { "user" }
-                                        option value="admin" selected[u.role == "admin"] { "admin" }
+                                        option value="user" selected[u.role == Role::User] { "user" }
+                                        option value="admin" selected[u.role == Role::Admin] { "admin" }
                                     }
                                     @if u.id != me.subject {
                                         button type="submit" { "Change" span.visually-hidden { " role of " (u.username) } }
