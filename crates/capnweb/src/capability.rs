@@ -8,10 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use futures::FutureExt as _;
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, ready};
 
 use crate::error::RpcError;
-use crate::session::{Outbound, Shared};
 use crate::value::{PathKey, Value};
 
 /// The outcome of a call.
@@ -105,21 +104,41 @@ pub enum TransportKind {
     Direct,
 }
 
+/// The session a remote capability came over, as capabilities see it. The session implements
+/// it; capabilities know nothing else of the session, so the session's tables depend on
+/// capabilities and never the other way round.
+pub(crate) trait Peer: Send + Sync + 'static {
+    /// Calls (or reads, when `args` is `None`) `path` on the peer's export `import_id`.
+    fn call(
+        self: Arc<Self>,
+        import_id: i64,
+        path: Vec<PathKey>,
+        args: Option<Vec<Value>>,
+    ) -> BoxFuture<'static, RpcResult>;
+
+    /// Runs `task` until it finishes or the session ends.
+    fn spawn(&self, task: BoxFuture<'static, ()>);
+
+    /// The last handle to the import went away; the peer is sent a release for `count`
+    /// introductions. Called from `Drop`, so it must not lock the session.
+    fn release_later(&self, import_id: i64, count: u64);
+}
+
 /// What a target may know about the call it is serving.
 #[derive(Clone)]
 pub struct CallContext {
     transport: TransportKind,
-    session: Weak<Shared>,
+    session: Option<Weak<dyn Peer>>,
 }
 
 impl CallContext {
-    pub(crate) fn for_session(transport: TransportKind, session: Weak<Shared>) -> Self {
-        CallContext { transport, session }
+    pub(crate) fn for_session(transport: TransportKind, session: Weak<dyn Peer>) -> Self {
+        CallContext { transport, session: Some(session) }
     }
 
     /// The context of a direct Rust call (no session, no peer).
     pub fn direct() -> Self {
-        CallContext { transport: TransportKind::Direct, session: Weak::new() }
+        CallContext { transport: TransportKind::Direct, session: None }
     }
 
     pub fn transport(&self) -> TransportKind {
@@ -134,15 +153,16 @@ impl CallContext {
     /// The peer's main object (its export 0), for calling the client directly. `None` outside a
     /// session or once it has ended.
     pub fn peer_main(&self) -> Option<Capability> {
-        let session = self.session.upgrade()?;
-        Some(Capability::Remote(RemoteCapability::peer_main(&session)))
+        let session = self.session.as_ref()?;
+        session.upgrade()?;
+        Some(Capability::Remote(RemoteCapability::peer_main(session.clone())))
     }
 
     /// Runs `task` in the background until it finishes or the session ends, whichever comes
     /// first (e.g. a call into the client whose answer the current call does not wait for).
     pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        if let Some(session) = self.session.upgrade() {
-            session.spawn(task);
+        if let Some(session) = self.session.as_ref().and_then(Weak::upgrade) {
+            session.spawn(task.boxed());
         }
     }
 }
@@ -224,7 +244,7 @@ fn invoke_local(
     ctx: CallContext,
 ) -> BoxFuture<'static, RpcResult> {
     if path.is_empty() {
-        return futures::future::ready(match args {
+        return ready(match args {
             None => Ok(Value::Capability(Capability::Local(target))),
             Some(_) => Err(RpcError::bad_request("this object is not callable; name a method")),
         })
@@ -234,8 +254,8 @@ fn invoke_local(
         // A property of the object, then the rest of the path on whatever that is.
         let first = path.remove(0);
         return match target.get(&first.to_string()) {
-            Ok(value) => crate::session::apply(value, path, args, ctx),
-            Err(err) => futures::future::ready(Err(err)).boxed(),
+            Ok(value) => apply(value, path, args, ctx),
+            Err(err) => ready(Err(err)).boxed(),
         };
     }
     let name = path.remove(0).to_string();
@@ -252,6 +272,50 @@ fn invoke_local(
         }
     }
     .boxed()
+}
+
+/// Walks `path` through data (object keys, array indices) until it reaches a capability, which
+/// takes the rest of the path and the call; then calls with `args`, or returns the value found
+/// when `args` is `None`.
+pub(crate) fn apply(
+    mut value: Value,
+    path: Vec<PathKey>,
+    args: Option<Vec<Value>>,
+    ctx: CallContext,
+) -> BoxFuture<'static, RpcResult> {
+    for (i, key) in path.iter().enumerate() {
+        value = match value {
+            Value::Capability(cap) => return cap.invoke(path[i..].to_vec(), args, &ctx),
+            Value::Object(mut map) => map.remove(&key.to_string()).unwrap_or_default(),
+            Value::Array(mut items) => match index_of(key) {
+                Some(index) if index < items.len() => items.swap_remove(index),
+                _ => Value::Undefined,
+            },
+            Value::Null | Value::Undefined => {
+                return ready(Err(RpcError::bad_request(format!(
+                    "cannot read '{key}' of {}",
+                    if value.is_undefined() { "undefined" } else { "null" }
+                ))))
+                .boxed();
+            }
+            _ => Value::Undefined,
+        };
+    }
+    match (args, value) {
+        (None, value) => ready(Ok(value)).boxed(),
+        (Some(args), Value::Capability(cap)) => cap.invoke(Vec::new(), Some(args), &ctx),
+        (Some(_), _) => {
+            let name = path.iter().map(ToString::to_string).collect::<Vec<_>>().join(".");
+            ready(Err(RpcError::bad_request(format!("'{name}' is not a function")))).boxed()
+        }
+    }
+}
+
+fn index_of(key: &PathKey) -> Option<usize> {
+    match key {
+        PathKey::Index(i) => usize::try_from(*i).ok(),
+        PathKey::Name(name) => name.parse().ok(),
+    }
 }
 
 impl fmt::Debug for Capability {
@@ -278,27 +342,19 @@ pub struct RemoteCapability {
 }
 
 pub(crate) struct RemoteInner {
-    pub(crate) session: Weak<Shared>,
+    pub(crate) session: Weak<dyn Peer>,
     pub(crate) import_id: i64,
     /// How many times the peer introduced this id to us; a release must give back exactly this.
     pub(crate) introductions: AtomicU64,
-    outbound: tokio::sync::mpsc::UnboundedSender<Outbound>,
 }
 
 impl RemoteCapability {
-    pub(crate) fn new(session: &Arc<Shared>, import_id: i64) -> Self {
-        RemoteCapability {
-            inner: Arc::new(RemoteInner {
-                session: Arc::downgrade(session),
-                import_id,
-                introductions: AtomicU64::new(1),
-                outbound: session.outbound_sender(),
-            }),
-        }
+    pub(crate) fn new(session: Weak<dyn Peer>, import_id: i64) -> Self {
+        RemoteCapability { inner: Arc::new(RemoteInner { session, import_id, introductions: AtomicU64::new(1) }) }
     }
 
     /// The peer's main object: never released, so it carries no introductions.
-    pub(crate) fn peer_main(session: &Arc<Shared>) -> Self {
+    pub(crate) fn peer_main(session: Weak<dyn Peer>) -> Self {
         let remote = Self::new(session, 0);
         remote.inner.introductions.store(0, Ordering::Relaxed);
         remote
@@ -309,8 +365,9 @@ impl RemoteCapability {
         self.inner.import_id
     }
 
-    pub(crate) fn belongs_to(&self, session: &Shared) -> bool {
-        std::ptr::eq(self.inner.session.as_ptr(), session)
+    /// Whether it came over `session` (compared by address: the session is the `Peer`).
+    pub(crate) fn belongs_to<S>(&self, session: &S) -> bool {
+        std::ptr::addr_eq(self.inner.session.as_ptr(), session as *const S)
     }
 
     fn same_as(&self, other: &RemoteCapability) -> bool {
@@ -327,17 +384,18 @@ impl RemoteCapability {
         let Some(session) = self.inner.session.upgrade() else {
             return Err(RpcError::session_closed());
         };
-        session.call_peer(self.inner.import_id, path, args).await
+        session.call(self.inner.import_id, path, args).await
     }
 }
 
 impl Drop for RemoteInner {
     fn drop(&mut self) {
         let count = *self.introductions.get_mut();
-        if count > 0 {
-            // Never lock the session from here: drops can happen while it is locked. The
-            // session's outbox turns this into a `release` message.
-            let _ = self.outbound.send(Outbound::ImportDropped { id: self.import_id, count });
+        // Once the session has ended there is nobody to release to.
+        if count > 0
+            && let Some(session) = self.session.upgrade()
+        {
+            session.release_later(self.import_id, count);
         }
     }
 }

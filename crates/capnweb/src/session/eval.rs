@@ -7,7 +7,7 @@ use futures::future::{BoxFuture, ready};
 
 use super::promise::PromiseCell;
 use super::{ExportKind, Import, Shared, State};
-use crate::capability::{CallContext, Capability, RemoteCapability, RpcResult};
+use crate::capability::{CallContext, Capability, RemoteCapability, RpcResult, apply};
 use crate::error::{ProtocolError, RpcError};
 use crate::value::{Expr, PathKey, Value};
 
@@ -82,7 +82,7 @@ impl Binder<'_> {
             Some(_) => return Err(ProtocolError::malformed(format!("id {id} reused for a capability"))),
             None => self.check_import_room()?,
         }
-        let remote = RemoteCapability::new(self.shared, id);
+        let remote = RemoteCapability::new(std::sync::Arc::downgrade(self.shared) as _, id);
         self.state.imports.insert(id, Import::Capability(std::sync::Arc::downgrade(&remote.inner)));
         Ok(remote)
     }
@@ -173,49 +173,5 @@ pub(crate) fn eval(bound: Bound, ctx: CallContext) -> BoxFuture<'static, RpcResu
             apply(base, path, args, ctx).await
         }
         .boxed(),
-    }
-}
-
-/// Walks `path` through data (object keys, array indices) until it reaches a capability, which
-/// takes the rest of the path and the call; then calls with `args`, or returns the value found
-/// when `args` is `None`.
-pub(crate) fn apply(
-    mut value: Value,
-    path: Vec<PathKey>,
-    args: Option<Vec<Value>>,
-    ctx: CallContext,
-) -> BoxFuture<'static, RpcResult> {
-    for (i, key) in path.iter().enumerate() {
-        value = match value {
-            Value::Capability(cap) => return cap.invoke(path[i..].to_vec(), args, &ctx),
-            Value::Object(mut map) => map.remove(&key.to_string()).unwrap_or_default(),
-            Value::Array(mut items) => match index_of(key) {
-                Some(index) if index < items.len() => items.swap_remove(index),
-                _ => Value::Undefined,
-            },
-            Value::Null | Value::Undefined => {
-                return ready(Err(RpcError::bad_request(format!(
-                    "cannot read '{key}' of {}",
-                    if value.is_undefined() { "undefined" } else { "null" }
-                ))))
-                .boxed();
-            }
-            _ => Value::Undefined,
-        };
-    }
-    match (args, value) {
-        (None, value) => ready(Ok(value)).boxed(),
-        (Some(args), Value::Capability(cap)) => cap.invoke(Vec::new(), Some(args), &ctx),
-        (Some(_), _) => {
-            let name = path.iter().map(ToString::to_string).collect::<Vec<_>>().join(".");
-            ready(Err(RpcError::bad_request(format!("'{name}' is not a function")))).boxed()
-        }
-    }
-}
-
-fn index_of(key: &PathKey) -> Option<usize> {
-    match key {
-        PathKey::Index(i) => usize::try_from(*i).ok(),
-        PathKey::Name(name) => name.parse().ok(),
     }
 }

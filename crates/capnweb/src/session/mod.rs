@@ -27,10 +27,9 @@ use serde_json::{Value as Json, json};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use eval::apply;
 use promise::PromiseCell;
 
-use crate::capability::{CallContext, Capability, RemoteCapability, RemoteInner, RpcResult, TransportKind};
+use crate::capability::{CallContext, Capability, Peer, RemoteCapability, RemoteInner, RpcResult, TransportKind};
 use crate::error::{ProtocolError, RpcError};
 use crate::limits::Limits;
 use crate::message::{Message, split_lines};
@@ -193,7 +192,7 @@ impl Session {
 
     /// The peer's main object (its export 0).
     pub fn peer_main(&self) -> Capability {
-        Capability::Remote(RemoteCapability::peer_main(&self.shared))
+        Capability::Remote(RemoteCapability::peer_main(Arc::downgrade(&self.shared) as _))
     }
 
     /// Resolves once every pulled export has had its resolve/reject queued (or the session
@@ -297,6 +296,26 @@ impl Outbox {
     }
 }
 
+impl Peer for Shared {
+    fn call(
+        self: Arc<Self>,
+        import_id: i64,
+        path: Vec<PathKey>,
+        args: Option<Vec<Value>>,
+    ) -> futures::future::BoxFuture<'static, RpcResult> {
+        Box::pin(async move { self.call_peer(import_id, path, args).await })
+    }
+
+    fn spawn(&self, task: futures::future::BoxFuture<'static, ()>) {
+        Shared::spawn(self, task);
+    }
+
+    fn release_later(&self, import_id: i64, count: u64) {
+        // The outbox turns this into a `release` message, outside any lock.
+        let _ = self.outbound.send(Outbound::ImportDropped { id: import_id, count });
+    }
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the tables half-updated in a way that
@@ -308,12 +327,8 @@ impl Shared {
         self.weak_self.upgrade()
     }
 
-    pub(crate) fn outbound_sender(&self) -> mpsc::UnboundedSender<Outbound> {
-        self.outbound.clone()
-    }
-
     fn context(&self) -> CallContext {
-        CallContext::for_session(self.kind, self.weak_self.clone())
+        CallContext::for_session(self.kind, self.weak_self.clone() as _)
     }
 
     fn send(&self, message: Message) {
