@@ -90,20 +90,6 @@ pub struct Config {
     pub revocation_poll: Duration,
     /// Who this service is when it asks for service tokens (to read the revocation feed).
     pub identity: kit::auth::ClientIdentity,
-    /// Signs and encrypts the storefront's session cookies; 64 bytes (hex or base64) from
-    /// `SESSION_KEY`, random per process when unset (sessions then do not survive a restart
-    /// or span gateway instances).
-    pub session_key: Option<Vec<u8>>,
-    /// Mark cookies `Secure` (on by default in production; off for http://localhost).
-    pub secure_cookies: bool,
-    /// How often the storefront's admin dashboard samples the platform's metrics
-    /// (`DASHBOARD_SAMPLE_INTERVAL`, seconds or with a unit; 1 s to 10 min).
-    pub dashboard_sample_interval: Duration,
-    /// How long after a storefront session's refresh token was exchanged the same token still
-    /// gets the new tokens (`SESSION_REFRESH_GRACE`, default 15 s: the requests that set out
-    /// with the old cookie). Later, it is a replay: the users service sees it and ends the
-    /// whole session.
-    pub session_refresh_grace: Duration,
     /// The body limit for file uploads through `/api` (product pictures;
     /// `UPLOAD_LIMIT_BYTES`, default 16 MiB); every other request keeps `BODY_LIMIT_BYTES`.
     /// The catalog's `IMAGE_MAX_BYTES` is the limit a picture is judged by.
@@ -150,19 +136,6 @@ impl Config {
                     None => format!("redis://{host}:{port}/{db}"),
                 }
             }),
-        };
-        let session_key = match s.lookup(&["SESSION_KEY"]) {
-            None if production => {
-                return Err(ConfigError::Missing {
-                    key: "SESSION_KEY".into(),
-                    reason: "production mode needs a fixed session key (64 bytes, hex) so sessions span instances and restarts"
-                        .into(),
-                });
-            }
-            None => None,
-            Some((key, value, origin)) => Some(parse_key_material(&value).ok_or_else(|| {
-                ConfigError::invalid(&key, "<redacted>", origin, "expected at least 64 bytes as hex (128 hex digits)")
-            })?),
         };
         let allowed_origins = s.list(&["CORS_ALLOWED_ORIGINS", "CORS_ORIGINS"]);
         for origin in &allowed_origins {
@@ -243,37 +216,8 @@ impl Config {
                 Duration::from_millis(1),
                 Duration::from_secs(1),
             )?,
-            session_key,
-            secure_cookies: s.bool_or(&["SECURE_COOKIES"], production)?,
-            dashboard_sample_interval: {
-                let d =
-                    s.duration_or(&["DASHBOARD_SAMPLE_INTERVAL"], Duration::from_secs(1), Duration::from_secs(5))?;
-                if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&d) {
-                    return Err(s.invalid(&["DASHBOARD_SAMPLE_INTERVAL"], "must be between 1 s and 10 min"));
-                }
-                d
-            },
-            session_refresh_grace: {
-                let d = s.duration_or(&["SESSION_REFRESH_GRACE"], Duration::from_secs(1), Duration::from_secs(15))?;
-                if d > Duration::from_secs(120) {
-                    return Err(s.invalid(
-                        &["SESSION_REFRESH_GRACE"],
-                        "must be at most 2 min: a stolen cookie is good for this long after a refresh",
-                    ));
-                }
-                d
-            },
         })
     }
-}
-
-fn parse_key_material(value: &str) -> Option<Vec<u8>> {
-    let value = value.trim();
-    let bytes = hex::decode(value).ok().or_else(|| {
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD.decode(value).ok()
-    })?;
-    (bytes.len() >= 64).then_some(bytes)
 }
 
 #[cfg(test)]
@@ -310,35 +254,8 @@ mod tests {
     }
 
     #[test]
-    fn storefront_settings() {
-        let c = Config::from_settings(&Settings::from_pairs([("GATEWAY_UNUSED", "1")]), localhost(), 0).unwrap();
-        assert_eq!(c.dashboard_sample_interval, Duration::from_secs(5));
-        assert!(!c.secure_cookies, "plain http://localhost works out of the box");
-        assert!(c.session_key.is_none(), "a random key per process");
-        let key = "ab".repeat(64);
-        let s = Settings::from_pairs([
-            ("DASHBOARD_SAMPLE_INTERVAL", "2s"),
-            ("SECURE_COOKIES", "true"),
-            ("SESSION_KEY", key.as_str()),
-        ]);
-        let c = Config::from_settings(&s, localhost(), 0).unwrap();
-        assert_eq!(c.dashboard_sample_interval, Duration::from_secs(2));
-        assert!(c.secure_cookies);
-        assert_eq!(c.session_key.as_deref().map(<[u8]>::len), Some(64));
-        for bad in ["0", "1h", "soon"] {
-            let err =
-                Config::from_settings(&Settings::from_pairs([("DASHBOARD_SAMPLE_INTERVAL", bad)]), localhost(), 0)
-                    .unwrap_err()
-                    .to_string();
-            assert!(err.contains("DASHBOARD_SAMPLE_INTERVAL"), "{bad}: {err}");
-        }
-    }
-
-    #[test]
     fn bad_values_name_their_setting() {
-        for (key, value) in
-            [("RATE_LIMIT", "0"), ("RETRY_BUDGET_RATIO", "2"), ("UPSTREAM_TIMEOUT", "soon"), ("SESSION_KEY", "short")]
-        {
+        for (key, value) in [("RATE_LIMIT", "0"), ("RETRY_BUDGET_RATIO", "2"), ("UPSTREAM_TIMEOUT", "soon")] {
             let err =
                 Config::from_settings(&Settings::from_pairs([(key, value)]), localhost(), 0).unwrap_err().to_string();
             assert!(err.contains(key), "{key}: {err}");

@@ -159,11 +159,12 @@ fn start_orders(settings: &Settings, host: IpAddr, port: u16) -> BoxFuture<'_, a
 fn start_gateway(settings: &Settings, host: IpAddr, port: u16) -> BoxFuture<'_, anyhow::Result<Started>> {
     Box::pin(async move {
         let config = gateway::Config::from_settings(settings, host, port)?;
+        let pages = storefront::config::Config::from_settings(settings)?;
         let shutdown_grace = config.server.shutdown_grace;
         let mut state =
             gateway::AppState::start(config).await.map_err(|e| anyhow::anyhow!("the gateway could not start: {e}"))?;
         state.openapi = Arc::new(public_api());
-        Ok(Started { router: storefront::with_gateway(state), close: Box::pin(async {}), shutdown_grace })
+        Ok(Started { router: storefront::with_gateway(state, pages), close: Box::pin(async {}), shutdown_grace })
     })
 }
 

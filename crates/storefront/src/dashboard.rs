@@ -1,7 +1,7 @@
 //! The administrators' dashboard data: the platform's key numbers sampled periodically and
 //! drawn as server-rendered SVG line charts.
 //!
-//! Every [`gateway::config::Config::dashboard_sample_interval`] the sampler reads the gateway's
+//! Every [`crate::config::Config::dashboard_sample_interval`] the sampler reads the gateway's
 //! own Prometheus text (`http_requests_total`, by status) and each orders instance's
 //! `/metrics` (`orders_created_total`), and keeps the last [`KEEP`] samples. Rates are per
 //! minute over a sliding minute, so a five-second sampling interval does not make the lines
@@ -100,7 +100,7 @@ pub fn ensure_sampling(web: &Web) {
         return;
     }
     let weak = Arc::downgrade(web);
-    let every = web.app.config.dashboard_sample_interval;
+    let every = web.config.dashboard_sample_interval;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

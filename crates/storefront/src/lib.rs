@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod client;
+pub mod config;
 pub mod dashboard;
 pub mod pages;
 pub mod refresh;
@@ -49,6 +50,7 @@ use session::{Cart, CookieNames, Flash, FlashKind, Session};
 /// The storefront's shared state.
 pub struct WebInner {
     pub app: AppState,
+    pub config: config::Config,
     pub users: UpstreamClient,
     pub catalog: UpstreamClient,
     pub orders: UpstreamClient,
@@ -75,11 +77,10 @@ fn session_key(configured: Option<&[u8]>) -> Key {
     }
 }
 
-pub fn state(app: AppState) -> Web {
-    let config = app.config.clone();
-    let timeouts =
-        ClientTimeouts { connect: config.resilience.connect_timeout, total: config.resilience.request_timeout };
-    let dashboard = Arc::new(dashboard::Dashboard::new(config.upstreams[Service::Orders].clone(), timeouts));
+pub fn state(app: AppState, config: config::Config) -> Web {
+    let edge = &app.config;
+    let timeouts = ClientTimeouts { connect: edge.resilience.connect_timeout, total: edge.resilience.request_timeout };
+    let dashboard = Arc::new(dashboard::Dashboard::new(edge.upstreams[Service::Orders].clone(), timeouts));
     Arc::new(WebInner {
         users: app.upstream_client(Service::Users),
         catalog: app.upstream_client(Service::Catalog),
@@ -91,19 +92,20 @@ pub fn state(app: AppState) -> Web {
         refresher: refresh::Refresher::new(config.session_refresh_grace),
         dashboard,
         app,
+        config,
     })
 }
 
 /// The storefront's routes, to be merged into the gateway's router inside its edge layers.
 /// The gateway serving the storefront beside the API, behind the same layers: what `ordermesh`
 /// serves on the gateway's port.
-pub fn with_gateway(app: AppState) -> Router {
-    gateway::router_with_pages(app.clone(), router(app))
+pub fn with_gateway(app: AppState, config: config::Config) -> Router {
+    gateway::router_with_pages(app.clone(), router(app, config))
 }
 
 /// The storefront's pages and assets, for [`gateway::router_with_pages`].
-pub fn router(app: AppState) -> Router {
-    let web = state(app);
+pub fn router(app: AppState, config: config::Config) -> Router {
+    let web = state(app, config);
     let pages = pages::routes().with_state(web.clone()).layer(axum::middleware::from_fn_with_state(web, web_layer));
     Router::new()
         .route("/assets/style.css", get(view::stylesheet))

@@ -14,7 +14,8 @@ async fn storefront() -> axum::Router {
         ("ORDER_SERVICE_URL", "http://127.0.0.1:9"),
     ]);
     let config = gateway::Config::from_settings(&settings, std::net::IpAddr::from([127, 0, 0, 1]), 0).unwrap();
-    super::router(gateway::AppState::start(config).await.unwrap())
+    let pages = super::config::Config::from_settings(&settings).unwrap();
+    super::router(gateway::AppState::start(config).await.unwrap(), pages)
 }
 
 async fn body_text(res: axum::response::Response) -> String {

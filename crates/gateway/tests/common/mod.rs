@@ -12,7 +12,9 @@ pub const HS_SECRET: &str = "a-shared-hs256-secret-for-gateway-tests";
 
 pub async fn gateway(settings: Settings) -> TestServer {
     let config = gateway::Config::from_settings(&settings, localhost(), 0).expect("gateway config");
-    TestServer::start(storefront::with_gateway(gateway::AppState::start(config).await.expect("gateway starts"))).await
+    let pages = storefront::config::Config::from_settings(&settings).expect("storefront config");
+    TestServer::start(storefront::with_gateway(gateway::AppState::start(config).await.expect("gateway starts"), pages))
+        .await
 }
 
 pub async fn login(http: &reqwest::Client, gw: &TestServer, username: &str, password: &str) -> Value {

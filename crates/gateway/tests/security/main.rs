@@ -100,7 +100,8 @@ impl Platform {
         let config = gateway::Config::from_settings(&settings, localhost(), 0).expect("gateway config");
         let mut state = gateway::AppState::start(config).await.expect("gateway starts");
         state.openapi = Arc::new(public_document());
-        let gw = TestServer::start(storefront::with_gateway(state)).await;
+        let pages = storefront::config::Config::from_settings(&settings).expect("storefront config");
+        let gw = TestServer::start(storefront::with_gateway(state, pages)).await;
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
         Platform { services, gw, http }
     }

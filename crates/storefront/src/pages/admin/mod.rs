@@ -83,7 +83,7 @@ pub async fn dashboard(ctx: Ctx) -> PageResult {
     let client_errors = per_minute(&samples, |s| Some(s.client_errors));
     let orders = per_minute(&samples, |s| s.orders);
     let last = |v: &Vec<(f64, f64)>| v.last().map(|p| format!("{:.0}", p.1)).unwrap_or_else(|| "—".into());
-    let every = web.app.config.dashboard_sample_interval.as_secs_f64();
+    let every = web.config.dashboard_sample_interval.as_secs_f64();
     let body = html! {
         h1 { "Administration" }
         (admin_nav("/admin"))
