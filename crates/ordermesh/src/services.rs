@@ -209,4 +209,28 @@ mod tests {
         let behind = SERVICES.iter().filter(|s| !s.edge).count();
         assert_eq!(behind, gateway::rules::Service::ALL.len(), "a service the gateway does not proxy to");
     }
+
+    /// The deployment files are the operators' copy of this table (`deploy/check.sh` checks
+    /// them against Kubernetes and Compose, and `deploy/checks/policy.py` against its own list
+    /// of services and ports): a service added here must be deployed there too.
+    #[test]
+    fn the_deployment_files_deploy_every_service_of_this_table() {
+        let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+        let read = |path: &str| std::fs::read_to_string(deploy.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let (compose, kustomization, policy) =
+            (read("compose.yaml"), read("k8s/base/kustomization.yaml"), read("checks/policy.py"));
+        for service in SERVICES {
+            let name = service.as_str;
+            assert!(compose.contains(&format!(r#"["serve", "{name}"]"#)), "deploy/compose.yaml does not serve {name}");
+            assert!(
+                kustomization.contains(&format!("- {name}.yaml")),
+                "deploy/k8s/base/kustomization.yaml has no {name}.yaml"
+            );
+            assert!(
+                policy.contains(&format!(r#""{name}": {}"#, service.default_port)),
+                "deploy/checks/policy.py's SERVICES lacks {name} on port {}",
+                service.default_port
+            );
+        }
+    }
 }
