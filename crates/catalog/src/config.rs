@@ -1,11 +1,10 @@
 //! The catalog's configuration.
 
+use kit::service_settings::{ServiceSettings, instances};
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use kit::auth::JwtSettings;
-use kit::client::parse_instance_list;
 use kit::config::{ConfigError, Settings};
 use kit::db::DbConfig;
 use kit::server::ServerConfig;
@@ -40,13 +39,10 @@ pub struct Config {
 
 impl Config {
     pub fn from_settings(settings: &Settings, default_host: IpAddr, port: u16) -> Result<Self, ConfigError> {
+        let ServiceSettings { production, server, db, jwt, revocation_poll, demo_data, .. } =
+            ServiceSettings::from_settings(settings, "catalog", default_host, port)?;
         let s = settings.scoped("catalog");
-        let production = kit::config::production(settings)?;
-        let data_dir: PathBuf = s.parse_or(&["DATA_DIR"], PathBuf::from("data"))?;
-        let users = match s.lookup(&["USER_SERVICE_URL"]) {
-            Some((key, value, origin)) => parse_instance_list(&key, &value, origin)?,
-            None => vec![Url::parse("http://127.0.0.1:8081").expect("static url")],
-        };
+        let users = instances(&s, &["USER_SERVICE_URL"], "http://127.0.0.1:8081")?;
         let currency = match s.lookup(&["CURRENCY"]) {
             Some((key, value, origin)) => {
                 parse_currency(&value).map_err(|e| ConfigError::invalid(&key, &value, origin, e))?
@@ -58,9 +54,9 @@ impl Config {
             return Err(s.invalid(&["RESERVATION_TTL"], "must be at least one second"));
         }
         Ok(Config {
-            server: ServerConfig::from_settings(&s, default_host, port)?,
-            db: DbConfig::from_settings(&s, "catalog", &data_dir)?,
-            jwt: JwtSettings::from_settings(&s)?,
+            server,
+            db,
+            jwt,
             identity: kit::auth::ClientIdentity::from_settings(&s, "catalog", production)?,
             users,
             reservation_ttl,
@@ -70,12 +66,8 @@ impl Config {
                 Duration::from_secs(2),
             )?,
             currency,
-            demo_data: s.bool_or(&["DEMO_DATA"], !production)?,
-            revocation_poll: s.duration_or(
-                &["REVOCATION_POLL_INTERVAL"],
-                Duration::from_millis(1),
-                Duration::from_secs(1),
-            )?,
+            demo_data,
+            revocation_poll,
             nats: api::events::nats::Topology::from_settings(&s)?,
             images: image_limits(&s)?,
         })

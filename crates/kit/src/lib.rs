@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod pagination;
 pub mod problem;
 pub mod server;
+pub mod service_settings;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

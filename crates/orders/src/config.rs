@@ -1,7 +1,7 @@
 //! The orders service's configuration.
 
+use kit::service_settings::{ServiceSettings, instances};
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use kit::auth::{ClientIdentity, JwtSettings};
@@ -54,27 +54,24 @@ impl std::fmt::Debug for Config {
 
 impl Config {
     pub fn from_settings(settings: &Settings, default_host: IpAddr, port: u16) -> Result<Self, ConfigError> {
+        let ServiceSettings { production, server, db, jwt, revocation_poll, .. } =
+            ServiceSettings::from_settings(settings, "orders", default_host, port)?;
         let s = settings.scoped("orders");
-        let production = kit::config::production(settings)?;
-        let data_dir: PathBuf = s.parse_or(&["DATA_DIR"], PathBuf::from("data"))?;
-        let urls = |keys: &[&str], default: &str| -> Result<Vec<Url>, ConfigError> {
-            match s.lookup(keys) {
-                Some((key, value, origin)) => parse_instance_list(&key, &value, origin),
-                None => Ok(vec![Url::parse(default).expect("static url")]),
-            }
-        };
-        let users = urls(&["USER_SERVICE_URL"], "http://127.0.0.1:8081")?;
-        let catalog =
-            urls(&["CATALOG_SERVICE_URL", "PRODUCT_SERVICE_URL", "INVENTORY_SERVICE_URL"], "http://127.0.0.1:8083")?;
+        let users = instances(&s, &["USER_SERVICE_URL"], "http://127.0.0.1:8081")?;
+        let catalog = instances(
+            &s,
+            &["CATALOG_SERVICE_URL", "PRODUCT_SERVICE_URL", "INVENTORY_SERVICE_URL"],
+            "http://127.0.0.1:8083",
+        )?;
         let event_subscribers = match s.lookup(&["EVENT_SUBSCRIBERS"]) {
             Some((key, value, origin)) => parse_instance_list(&key, &value, origin)?,
             None => catalog.iter().map(|c| c.join("events").expect("joinable")).collect(),
         };
         let timeout = s.duration_or(&["UPSTREAM_TIMEOUT"], Duration::from_secs(1), Duration::from_secs(5))?;
         Ok(Config {
-            server: ServerConfig::from_settings(&s, default_host, port)?,
-            db: DbConfig::from_settings(&s, "orders", &data_dir)?,
-            jwt: JwtSettings::from_settings(&s)?,
+            server,
+            db,
+            jwt,
             users,
             catalog,
             identity: ClientIdentity::from_settings(&s, "orders", production)?,
@@ -100,11 +97,7 @@ impl Config {
                 if (1..=1000).contains(n) { Ok(()) } else { Err("must be between 1 and 1000".into()) }
             })?,
             relay_interval: s.duration_or(&["RELAY_INTERVAL"], Duration::from_millis(1), Duration::from_millis(500))?,
-            revocation_poll: s.duration_or(
-                &["REVOCATION_POLL_INTERVAL"],
-                Duration::from_millis(1),
-                Duration::from_secs(1),
-            )?,
+            revocation_poll,
         })
     }
 }

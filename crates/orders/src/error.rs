@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use kit::Problem;
 use kit::error::{DomainFailure, ServiceError};
 
-use crate::domain::OrderStatus;
+use api::orders::OrderStatus;
 
 pub type OrdersError = ServiceError<OrderFailure>;
 

@@ -1,5 +1,6 @@
 //! The users service's configuration.
 
+use kit::service_settings::ServiceSettings;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -69,10 +70,9 @@ impl Config {
     /// Reads `USERS_*` then plain keys. `port` and `default_host` depend on how the process
     /// was started (`up` or `serve`), so the caller decides them.
     pub fn from_settings(settings: &Settings, default_host: IpAddr, port: u16) -> Result<Self, ConfigError> {
+        let ServiceSettings { production, server, data_dir, db, jwt, revocation_poll, demo_data } =
+            ServiceSettings::from_settings(settings, "users", default_host, port)?;
         let s = settings.scoped("users");
-        let production = kit::config::production(settings)?;
-        let data_dir: PathBuf = s.parse_or(&["DATA_DIR"], PathBuf::from("data"))?;
-        let jwt = JwtSettings::from_settings(&s)?;
         let keys = match (s.string(&["JWT_PRIVATE_KEY"]), s.string(&["JWT_PRIVATE_KEY_FILE"])) {
             (Some(pem), _) => KeyConfig::Pem(pem),
             (None, Some(path)) => KeyConfig::File { path: PathBuf::from(path), create: false },
@@ -127,8 +127,8 @@ impl Config {
         }
         let defaults = HashingConfig::default();
         Ok(Config {
-            server: ServerConfig::from_settings(&s, default_host, port)?,
-            db: DbConfig::from_settings(&s, "users", &data_dir)?,
+            server,
+            db,
             jwt,
             keys,
             key_reload: s.duration_or(&["JWT_KEY_RELOAD_INTERVAL"], Duration::from_secs(1), Duration::from_secs(2))?,
@@ -180,12 +180,8 @@ impl Config {
             },
             trusted_proxies: TrustedProxies::from_settings(&s)?,
             service_clients,
-            demo_data: s.bool_or(&["DEMO_DATA"], !production)?,
-            revocation_poll: s.duration_or(
-                &["REVOCATION_POLL_INTERVAL"],
-                Duration::from_millis(1),
-                Duration::from_secs(1),
-            )?,
+            demo_data,
+            revocation_poll,
         })
     }
 }
