@@ -1,6 +1,7 @@
 //! Before the load: sign in as the administrator, create the run's dedicated products,
 //! register (or reuse) the shoppers, and learn the catalogue's categories and words.
 
+use api::catalog::Product;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -222,12 +223,15 @@ async fn create_products(
                 return Err(refused("creating a dedicated product (POST /api/products as the administrator)", &answer));
             }
         };
+        // The catalog's own answer type: a run cannot start on a product it cannot read.
+        let created: Product =
+            serde_json::from_value(created).context("the created product is not a catalog product")?;
         products.push(DedicatedProduct {
-            id: created["id"].as_i64().context("the created product has no id")?,
-            sku: created["sku"].as_str().unwrap_or_default().to_string(),
-            price: created["price"].as_str().context("the created product has no price")?.to_string(),
-            initial_on_hand: created["stock_on_hand"].as_i64().context("no stock_on_hand")?,
-            initial_reserved: created["stock_reserved"].as_i64().unwrap_or(0),
+            id: created.id,
+            sku: created.sku,
+            price: created.price.to_string(),
+            initial_on_hand: created.stock_on_hand,
+            initial_reserved: created.stock_reserved,
         });
     }
     Ok(products)
