@@ -123,13 +123,13 @@ EOF
 }
 
 # Starts `ordermesh up` with extra VAR=VALUE settings; sets OM_PID and OM_URL (the gateway).
-start_ordermesh() { # name VAR=VALUE…
+start_ordermesh() { # name VAR=VALUE… (OM_BIN: another build's binary to start)
     local name=$1
     shift
     mkdir -p "$WORK/$name"
     env DATA_DIR="$WORK/$name/data" PORT="$PORT_BASE" USERS_PORT=$((PORT_BASE + 1)) \
         ORDERS_PORT=$((PORT_BASE + 2)) CATALOG_PORT=$((PORT_BASE + 3)) LOG_LEVEL=warn LOG_FORMAT=json \
-        "$@" "$BIN" up >"$WORK/$name/up.log" 2>&1 &
+        "$@" "${OM_BIN:-$BIN}" up >"$WORK/$name/up.log" 2>&1 &
     OM_PID=$!
     PIDS+=("$OM_PID")
     OM_URL="http://127.0.0.1:$PORT_BASE"

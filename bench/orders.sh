@@ -8,6 +8,11 @@
 #   bash bench/orders.sh
 #   ORDERS_BACKENDS="sqlite" ORDERS_CONCURRENCY="16 64" ORDERS_FIND_SECS=15 ORDERS_HOLD_SECS=20 bash bench/orders.sh
 #   BENCH_PG_URL=postgres://postgres@127.0.0.1:5432/test   (a fresh schema per service and run, dropped after)
+#   ORDERS_PREVIOUS_BIN=/path/to/old/ordermesh ORDERS_PREVIOUS_LABEL=01805d5 bash bench/orders.sh
+#
+# With ORDERS_PREVIOUS_BIN (a release build of an earlier commit), each backend is measured on
+# that build too, right after this one, with the same load tool and settings: the anchor for
+# "no regression", as figures from different runs cannot be compared on a shared machine.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 BACKENDS=${ORDERS_BACKENDS:-sqlite postgres}
@@ -15,6 +20,10 @@ CONCURRENCY=${ORDERS_CONCURRENCY:-16 64}
 FIND_SECS=${ORDERS_FIND_SECS:-15}
 HOLD_SECS=${ORDERS_HOLD_SECS:-20}
 SHOPPERS=${ORDERS_SHOPPERS:-50}
+PREVIOUS_BIN=${ORDERS_PREVIOUS_BIN:-}
+[[ -z $PREVIOUS_BIN || -x $PREVIOUS_BIN ]] || { log "ORDERS_PREVIOUS_BIN=$PREVIOUS_BIN is not an executable"; exit 1; }
+BUILDS="this"
+[[ -n $PREVIOUS_BIN ]] && BUILDS="this previous"
 PG_URL=${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/test}
 STAMP=$(date -u +%Y%m%d%H%M%S)
 
@@ -59,36 +68,51 @@ for backend in $BACKENDS; do
         schema="bench_${STAMP}"
         extra=(DATABASE_URL="$PG_URL" USERS_DATABASE_SCHEMA="${schema}_users"
             CATALOG_DATABASE_SCHEMA="${schema}_catalog" ORDERS_DATABASE_SCHEMA="${schema}_orders")
-        CLEANUP_HOOKS+=("psql -q '$PG_URL' -c 'DROP SCHEMA IF EXISTS ${schema}_users CASCADE; DROP SCHEMA IF EXISTS ${schema}_catalog CASCADE; DROP SCHEMA IF EXISTS ${schema}_orders CASCADE;' >/dev/null 2>&1")
+        for part in users catalog orders prev_users prev_catalog prev_orders; do
+            CLEANUP_HOOKS+=("psql -q '$PG_URL' -c 'DROP SCHEMA IF EXISTS ${schema}_$part CASCADE;' >/dev/null 2>&1")
+        done
         ;;
     *)
         log "unknown backend $backend"
         exit 1
         ;;
     esac
-    log "$backend: starting ordermesh up"
-    start_ordermesh "orders-$backend" "${RAISED_LIMITS[@]}" "${extra[@]}"
-    best=0
-    for c in $CONCURRENCY; do
-        log "$backend: closed loop, $c users, ${FIND_SECS}s"
-        run_load "$RUNS/$backend-find-c$c.json" --concurrency "$c" --duration "${FIND_SECS}s" --warmup 3s
-        ops=$(orders_per_s "$RUNS/$backend-find-c$c.json" 2>/dev/null || echo 0)
-        log "$backend: $c users → $ops orders/s"
-        best=$(python3 -c "print(max($best, $ops))")
+    for build in $BUILDS; do
+        # The previous build's runs are named previous-<backend>-…; its schemas are its own.
+        name=$backend
+        OM_BIN=$BIN
+        build_extra=("${extra[@]}")
+        if [[ $build == previous ]]; then
+            name="previous-$backend"
+            OM_BIN=$PREVIOUS_BIN
+            [[ $backend == postgres ]] && build_extra=(DATABASE_URL="$PG_URL" USERS_DATABASE_SCHEMA="${schema}_prev_users"
+                CATALOG_DATABASE_SCHEMA="${schema}_prev_catalog" ORDERS_DATABASE_SCHEMA="${schema}_prev_orders")
+        fi
+        log "$name: starting ordermesh up"
+        start_ordermesh "orders-$name" "${RAISED_LIMITS[@]}" "${build_extra[@]}"
+        best=0
+        for c in $CONCURRENCY; do
+            log "$name: closed loop, $c users, ${FIND_SECS}s"
+            run_load "$RUNS/$name-find-c$c.json" --concurrency "$c" --duration "${FIND_SECS}s" --warmup 3s
+            ops=$(orders_per_s "$RUNS/$name-find-c$c.json" 2>/dev/null || echo 0)
+            log "$name: $c users → $ops orders/s"
+            best=$(python3 -c "print(max($best, $ops))")
+        done
+        rate=$(python3 -c "print(round($best * 0.8, 1))")
+        if python3 -c "import sys; sys.exit(0 if $rate > 0 else 1)"; then
+            log "$name: open loop at 80% of $best = $rate orders/s, ${HOLD_SECS}s"
+            run_load "$RUNS/$name-hold.json" --rate "$rate" --max-in-flight 2048 --duration "${HOLD_SECS}s" --warmup 3s
+            [[ $build == this ]] && cp "$RUNS/$name-hold.html" "$RESULTS/orders-$backend-80pct.html"
+        fi
+        echo "$best" >"$RUNS/$name.best"
+        stop_ordermesh
     done
-    rate=$(python3 -c "print(round($best * 0.8, 1))")
-    if python3 -c "import sys; sys.exit(0 if $rate > 0 else 1)"; then
-        log "$backend: open loop at 80% of $best = $rate orders/s, ${HOLD_SECS}s"
-        run_load "$RUNS/$backend-hold.json" --rate "$rate" --max-in-flight 2048 --duration "${HOLD_SECS}s" --warmup 3s
-        cp "$RUNS/$backend-hold.html" "$RESULTS/orders-$backend-80pct.html"
-    fi
-    echo "$best" >"$RUNS/$backend.best"
-    stop_ordermesh
+    unset OM_BIN
 done
 
 MACHINE=$(machine_json)
 RUNS="$RUNS" MACHINE="$MACHINE" OUT="$RESULTS" SKIPPED="$SKIPPED" BACKENDS="$BACKENDS" FIND_SECS="$FIND_SECS" \
-    HOLD_SECS="$HOLD_SECS" SHOPPERS="$SHOPPERS" python3 - <<'EOF'
+    HOLD_SECS="$HOLD_SECS" SHOPPERS="$SHOPPERS" PREVIOUS_BUILD="${ORDERS_PREVIOUS_LABEL:-$PREVIOUS_BIN}" python3 - <<'EOF'
 import datetime, glob, json, os
 runs_dir = os.environ["RUNS"]
 TARGETS = {"sqlite": 2000, "postgres": 1500}
@@ -114,16 +138,23 @@ def load(path):
         "exit_code": rc,
     }
 
-backends = {}
-for backend in os.environ["BACKENDS"].split():
-    find = sorted(glob.glob(f"{runs_dir}/{backend}-find-c*.json"), key=lambda p: int(p.rsplit("-c", 1)[1][:-5]))
-    if not find:
-        continue
-    b = {"find": [load(p) for p in find]}
-    hold = f"{runs_dir}/{backend}-hold.json"
-    b["at_80pct"] = load(hold) if os.path.exists(hold) else None
-    b["max_orders_per_s"] = max(f["orders_per_s"] for f in b["find"])
-    backends[backend] = b
+def collect(prefix):
+    found = {}
+    for backend in os.environ["BACKENDS"].split():
+        name = prefix + backend
+        find = sorted(glob.glob(f"{runs_dir}/{name}-find-c*.json"), key=lambda p: int(p.rsplit("-c", 1)[1][:-5]))
+        if not find:
+            continue
+        b = {"find": [load(p) for p in find]}
+        hold = f"{runs_dir}/{name}-hold.json"
+        b["at_80pct"] = load(hold) if os.path.exists(hold) else None
+        b["max_orders_per_s"] = max(f["orders_per_s"] for f in b["find"])
+        found[backend] = b
+    return found
+
+backends = collect("")
+previous = collect("previous-")
+previous_label = os.environ.get("PREVIOUS_BUILD", "")
 
 targets = []
 for backend, b in backends.items():
@@ -150,6 +181,15 @@ result = {
     "backends": backends,
     "targets": targets,
 }
+if previous:
+    result["previous_build"] = {
+        "build": previous_label,
+        "backends": previous,
+        "ratio_max_orders_per_s": {
+            b: round(backends[b]["max_orders_per_s"] / previous[b]["max_orders_per_s"], 3)
+            for b in previous if b in backends and previous[b]["max_orders_per_s"]
+        },
+    }
 out = os.environ["OUT"]
 json.dump(result, open(f"{out}/orders.json", "w"), indent=2, ensure_ascii=False)
 
@@ -170,7 +210,9 @@ lines = [
     "| backend | run | orders/s | p50 ms | p99 ms | max ms | errors | 429 | dropped | reconciled |",
     "|---|---|---:|---:|---:|---:|---|---:|---:|---|",
 ]
-for backend, b in backends.items():
+measured = [(backend, b) for backend, b in backends.items()]
+measured += [(f"{backend} (previous build {previous_label})", b) for backend, b in previous.items()]
+for backend, b in measured:
     rows = [(f"closed, {f['concurrency']} users", f) for f in b["find"]]
     if b["at_80pct"]:
         rows.append((f"open, {b['at_80pct']['rate']}/s (80%)", b["at_80pct"]))
@@ -188,6 +230,10 @@ for t in targets:
     unit = " ms" if "p99" in t["target"] else " orders/s"
     note = f" ({t['note']})" if t.get("note") else ""
     lines.append(f"| {t['target']} | {fmt(t['measured'], ',.1f')}{unit}{note} | {'yes' if t['met'] else 'no'} |")
+if previous:
+    lines += ["", f"This build against the previous build ({previous_label}), best orders/s in the same run:", ""]
+    for b, ratio in result["previous_build"]["ratio_max_orders_per_s"].items():
+        lines.append(f"- {b}: {backends[b]['max_orders_per_s']:,.1f} vs {previous[b]['max_orders_per_s']:,.1f} ({ratio:.2f}×)")
 lines.append("")
 open(f"{out}/orders.md", "w").write("\n".join(lines))
 print("\n".join(lines))
