@@ -1,9 +1,9 @@
 //! The platform's services (its table, `ordermesh::services::SERVICES`) in this process, each
-//! on 127.0.0.1 port 0 with a database of its own (SQLite, or a PostgreSQL schema with `ORDERMESH_TEST_POSTGRES`), wired
-//! as `ordermesh up` wires them: one service secret they all prove themselves with, the users
-//! service believing the client address a gateway on loopback forwards. Every crate's
-//! end-to-end tests start the platform here, so a change to how services find or trust each
-//! other is made once.
+//! on 127.0.0.1 port 0 with a database of its own (SQLite, or a PostgreSQL schema with
+//! `ORDERMESH_TEST_POSTGRES`), wired as `ordermesh up` wires them: one service secret they all
+//! prove themselves with, the services believing the client address a gateway on loopback
+//! forwards. Every crate's end-to-end tests start the platform here, so a change to how
+//! services find or trust each other is made once.
 
 use std::net::{IpAddr, Ipv4Addr};
 
