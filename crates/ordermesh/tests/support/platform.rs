@@ -119,8 +119,18 @@ impl Up {
     /// (`None`, and then SIGKILL, if it had not within `within`).
     pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
+        let deadline = Instant::now() + within;
         sigterm_and_wait(child.id(), within);
-        let status = child.try_wait().ok().flatten();
+        // /proc shows the main thread a zombie while the process's other threads are still
+        // being torn down, and waitpid reports the process only once all of them are gone: a
+        // single try_wait in that window saw a clean exit as none (a CI run failed on it).
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                _ => break None,
+            }
+        };
         if status.is_none() {
             let _ = child.kill();
             let _ = child.wait();
