@@ -63,6 +63,11 @@ impl Answer {
         serde_json::from_slice(&self.body).ok()
     }
 
+    /// The body as one of the API's answer types, or None when it is not one.
+    pub fn read<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
+        serde_json::from_slice(&self.body).ok()
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }

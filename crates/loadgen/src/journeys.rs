@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::args::Journey;
 use crate::http::{Answer, Api, Call, Outcome, encode};
 use crate::reconcile::{Created, Ledger, Line, PendingCreate};
-use crate::setup::World;
+use crate::setup::{World, category_names};
 use crate::stats::Recorder;
 
 /// Endpoint names in the statistics (paths with their parameters as placeholders).
@@ -100,13 +100,7 @@ impl Ctx {
 
     async fn browse(&self, rng: &mut StdRng) -> Result<(), Outcome> {
         let categories = self.step(endpoint::CATEGORIES, Call::get("/api/categories")).await?;
-        let names: Vec<String> = categories
-            .json()
-            .and_then(|v| v["items"].as_array().cloned())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|c| c["name"].as_str().map(str::to_string))
-            .collect();
+        let names = category_names(&categories);
         let category = names.choose(rng).or(self.world.categories.choose(rng)).cloned().unwrap_or_default();
         let mut query = format!("category={}&per_page={}", encode(&category), [10, 20, 50][rng.gen_range(0..3)]);
         let sort = SORTS[rng.gen_range(0..SORTS.len())];

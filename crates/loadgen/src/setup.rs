@@ -1,7 +1,7 @@
 //! Before the load: sign in as the administrator, create the run's dedicated products,
 //! register (or reuse) the shoppers, and learn the catalogue's categories and words.
 
-use api::catalog::Product;
+use api::catalog::{Categories, Product};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -151,13 +151,7 @@ pub async fn prepare(api: &Api, args: &Args, run_id: &str) -> anyhow::Result<Wor
         .await
         .context("the administrator (--admin-user/--admin-password) is needed for setup and reconciliation")?;
     let products = create_products(api, args, run_id, &admin).await?;
-    let categories: Vec<String> = probe
-        .json()
-        .and_then(|v| v["items"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|c| c["name"].as_str().map(str::to_string))
-        .collect();
+    let categories = category_names(&probe);
     let listing = api.send_patiently(|| Call::get("/api/products?per_page=100"), PATIENCE).await;
     if !listing.ok() {
         return Err(refused("GET /api/products", &listing));
@@ -177,6 +171,11 @@ pub async fn prepare(api: &Api, args: &Args, run_id: &str) -> anyhow::Result<Wor
 }
 
 /// Words of product names worth searching for (lower case, 3+ letters, distinct).
+/// The category names of a `GET /api/categories` answer (none when it is not one).
+pub fn category_names(answer: &Answer) -> Vec<String> {
+    answer.read::<Categories>().map(|c| c.items.into_iter().map(|c| c.name).collect()).unwrap_or_default()
+}
+
 fn search_terms(names: &[&str]) -> Vec<String> {
     let mut terms: Vec<String> = Vec::new();
     for name in names {
