@@ -10,6 +10,7 @@ pub mod health;
 pub mod openapi;
 pub mod proxy;
 pub mod ratelimit;
+pub mod route_templates;
 pub mod rpc;
 pub mod rules;
 pub mod upstream;
@@ -34,6 +35,7 @@ pub use config::Config;
 use crate::edge::Edge;
 use crate::proxy::{Proxy, ProxySettings};
 use crate::ratelimit::Limiter;
+use crate::route_templates::RouteTemplates;
 use crate::rules::{PerService, Service};
 use crate::upstream::Upstream;
 
@@ -113,13 +115,19 @@ impl AppState {
 }
 
 /// Every `/api/...` request: find the service, forward it.
-async fn proxy_api(State(state): State<AppState>, req: Request) -> Response {
+/// The answer carries the operation's route template, for the metrics and access log.
+async fn proxy_api(state: AppState, templates: &RouteTemplates, req: Request) -> Response {
     let path_and_query = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
     let Some((service, upstream_path)) = rules::route(&path_and_query) else {
         return Problem::not_found(format!("No API at {}", req.uri().path())).into_response();
     };
+    let template = templates.of_path(req.uri().path()).cloned();
     let upstream_path = upstream_path.to_string();
-    state.proxy.forward(&state.upstreams[service], req, &upstream_path).await
+    let mut res = state.proxy.forward(&state.upstreams[service], req, &upstream_path).await;
+    if let Some(template) = template {
+        res.extensions_mut().insert(template);
+    }
+    res
 }
 
 #[derive(OpenApi)]
@@ -159,9 +167,14 @@ pub fn router(state: AppState) -> Router {
 /// a crate of its own that builds on this one, so it is handed in rather than named here.
 pub fn router_with_pages(state: AppState, pages: Router) -> Router {
     let edge = state.edge.clone();
+    let templates = Arc::new(RouteTemplates::of(&state.openapi));
+    let proxy = move |State(state): State<AppState>, req: Request| {
+        let templates = templates.clone();
+        async move { proxy_api(state, &templates, req).await }
+    };
     let api = Router::new()
-        .route("/api/{*rest}", any(proxy_api))
-        .route("/api", any(proxy_api))
+        .route("/api/{*rest}", any(proxy.clone()))
+        .route("/api", any(proxy))
         .route("/health", get(health::health))
         .with_state(state.clone())
         .merge(rpc::routes(state.shop_backend(), capnweb::Limits::default()))

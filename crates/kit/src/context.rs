@@ -39,6 +39,10 @@ pub struct RequestContext {
     pub trace_id: Arc<str>,
     /// The span id this hop passes on as the parent of the next one.
     pub span_id: Arc<str>,
+    /// The caller's span (the parent id of the `traceparent` it sent), when it sent one.
+    pub parent_span_id: Option<Arc<str>>,
+    /// Whether the trace is recorded (the `traceparent` flag); passed on as it came.
+    pub sampled: bool,
     /// When the caller stops waiting, if it said (`X-Request-Timeout-Ms`).
     pub deadline: Option<Instant>,
 }
@@ -56,16 +60,23 @@ impl RequestContext {
             .filter(|v| is_acceptable_request_id(v))
             .map(Arc::from)
             .unwrap_or_else(|| Arc::from(uuid::Uuid::new_v4().simple().to_string()));
-        let trace_id = traceparent
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_traceparent_trace_id)
-            .map(Arc::from)
-            .unwrap_or_else(|| Arc::from(random_hex(16)));
-        RequestContext { request_id, trace_id, span_id: Arc::from(random_hex(8)), deadline: None }
+        let incoming = traceparent.and_then(|v| v.to_str().ok()).and_then(parse_traceparent);
+        let (trace_id, parent_span_id, sampled) = match incoming {
+            Some(t) => (Arc::from(t.trace_id), Some(Arc::from(t.parent_id)), t.sampled),
+            None => (Arc::from(random_hex(16)), None, true),
+        };
+        RequestContext {
+            request_id,
+            trace_id,
+            span_id: Arc::from(random_hex(8)),
+            parent_span_id,
+            sampled,
+            deadline: None,
+        }
     }
 
     pub fn traceparent(&self) -> String {
-        format!("00-{}-{}-01", self.trace_id, self.span_id)
+        format!("00-{}-{}-{}", self.trace_id, self.span_id, if self.sampled { "01" } else { "00" })
     }
 
     /// What is left of the caller's wait, if it set one.
@@ -113,8 +124,15 @@ fn is_acceptable_request_id(value: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'+' | b'='))
 }
 
-/// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`; an all-zero trace id is invalid.
-fn parse_traceparent_trace_id(value: &str) -> Option<String> {
+/// The parts of a W3C `traceparent` this platform reads.
+struct TraceParent<'a> {
+    trace_id: &'a str,
+    parent_id: &'a str,
+    sampled: bool,
+}
+
+/// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`; all-zero ids are invalid.
+fn parse_traceparent(value: &str) -> Option<TraceParent<'_>> {
     let mut parts = value.trim().split('-');
     let version = parts.next()?;
     let trace_id = parts.next()?;
@@ -124,10 +142,11 @@ fn parse_traceparent_trace_id(value: &str) -> Option<String> {
     if version == "ff" || !hex(version, 2) || !hex(trace_id, 32) || !hex(parent, 16) || !hex(flags, 2) {
         return None;
     }
-    if trace_id.bytes().all(|b| b == b'0') {
+    if trace_id.bytes().all(|b| b == b'0') || parent.bytes().all(|b| b == b'0') {
         return None;
     }
-    Some(trace_id.to_string())
+    let sampled = u8::from_str_radix(flags, 16).ok()? & 1 == 1;
+    Some(TraceParent { trace_id, parent_id: parent, sampled })
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -169,6 +188,13 @@ mod tests {
         assert_eq!(&*ctx.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
         assert!(ctx.traceparent().starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
         assert_ne!(&*ctx.span_id, "00f067aa0ba902b7");
+        assert_eq!(ctx.parent_span_id.as_deref(), Some("00f067aa0ba902b7"));
+        assert!(ctx.sampled && ctx.traceparent().ends_with("-01"));
+        let unsampled = HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00");
+        let ctx = RequestContext::from_headers(None, Some(&unsampled));
+        assert!(!ctx.sampled && ctx.traceparent().ends_with("-00"), "a trace the caller does not record stays so");
+        let started = RequestContext::from_headers(None, None);
+        assert!(started.parent_span_id.is_none() && started.sampled);
     }
 
     #[test]
@@ -177,8 +203,9 @@ mod tests {
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
             "zz-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
         ] {
-            assert_eq!(parse_traceparent_trace_id(bad), None, "{bad}");
+            assert!(parse_traceparent(bad).is_none(), "{bad}");
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Tower layers every ordermesh HTTP server wears, outermost first:
 //! [`RequestIdLayer`] → [`AccessLogLayer`] → [`HttpMetricsLayer`] → [`DeadlineLayer`].
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -63,6 +64,18 @@ where
     }
 }
 
+/// A response's route, more precise than the one the router matched: a proxy that answers
+/// every `/api/{*rest}` names the operation it forwarded to (`/api/products/{id}`), so that
+/// metrics and the access log count operations rather than one catch-all. Put on the response
+/// by the handler; it must be a template, never a raw path.
+#[derive(Clone, Debug)]
+pub struct RouteTemplate(pub Arc<str>);
+
+/// The route to label a response with: the handler's template, else the router's match.
+fn route_of<B>(res: &Response<B>, matched: String) -> String {
+    res.extensions().get::<RouteTemplate>().map(|t| t.0.to_string()).unwrap_or(matched)
+}
+
 /// Opens the request's span (every log line inside carries its request id and trace id) and
 /// writes one access-log line when the response is ready.
 #[derive(Clone, Copy)]
@@ -105,7 +118,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let ctx = req.extensions().get::<RequestContext>().cloned();
         let (request_id, trace_id) = match &ctx {
             Some(c) => (c.request_id.to_string(), c.trace_id.to_string()),
@@ -123,13 +136,42 @@ where
             route = %route,
             user_id = tracing::field::Empty,
             upstream = tracing::field::Empty,
+            "otel.name" = tracing::field::Empty,
+            "otel.kind" = tracing::field::Empty,
+            "otel.status_code" = tracing::field::Empty,
+            "http.response.status_code" = tracing::field::Empty,
         );
+        // Exported, the span joins the caller's trace and becomes the parent of this
+        // request's own calls (the context they send is this span's).
+        let joined = match &ctx {
+            Some(ctx) if crate::traces::exporting() => {
+                span.record("otel.name", format!("{} {} {}", self.service, req.method(), route).as_str());
+                span.record("otel.kind", "server");
+                let joined = crate::traces::join(&span, ctx);
+                req.extensions_mut().insert(joined.clone());
+                Some(joined)
+            }
+            _ => None,
+        };
         let started = Instant::now();
         let at_info = self.at_info;
+        let service = self.service;
+        let method = req.method().clone();
         let fut = self.inner.call(req);
         Box::pin(
             async move {
-                let res = fut.await?;
+                let res = match joined {
+                    Some(ctx) => ctx.scope(fut).await?,
+                    None => fut.await?,
+                };
+                let span = tracing::Span::current();
+                let template = res.extensions().get::<RouteTemplate>();
+                if let Some(template) = template {
+                    span.record("route", &*template.0);
+                }
+                if crate::traces::exporting() {
+                    crate::traces::finish(&span, service, &method, template.map(|t| &*t.0), res.status());
+                }
                 let status = res.status().as_u16();
                 let latency_us = started.elapsed().as_micros() as u64;
                 if at_info {
@@ -197,9 +239,9 @@ where
         Box::pin(async move {
             let result = fut.await;
             let elapsed = started.elapsed().as_secs_f64();
-            let status = match &result {
-                Ok(res) => res.status().as_u16().to_string(),
-                Err(_) => "error".to_string(),
+            let (status, route) = match &result {
+                Ok(res) => (res.status().as_u16().to_string(), route_of(res, route)),
+                Err(_) => ("error".to_string(), route),
             };
             metrics.record(|| {
                 metrics::gauge!("http_requests_in_flight").decrement(1.0);

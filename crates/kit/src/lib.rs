@@ -19,5 +19,6 @@ pub mod service_settings;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod traces;
 
 pub use problem::Problem;

@@ -1,5 +1,7 @@
-//! Logging set up once per process: human-readable on a terminal, JSON lines otherwise or
-//! with `LOG_FORMAT=json`. `LOG_LEVEL` (the seeds' name) or `RUST_LOG` choose what is shown.
+//! Logging and tracing set up once per process: logs human-readable on a terminal, JSON lines
+//! otherwise or with `LOG_FORMAT=json`; `LOG_LEVEL` (the seeds' name) or `RUST_LOG` choose
+//! what is shown. Spans are exported over OTLP when the standard `OTEL_*` variables say where
+//! ([`crate::traces`]).
 
 use std::io::IsTerminal;
 
@@ -8,6 +10,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{ConfigError, Settings};
+use crate::traces::TraceExport;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -19,6 +22,8 @@ pub enum LogFormat {
 pub struct LogConfig {
     pub filter: String,
     pub format: LogFormat,
+    /// Where spans are exported, if anywhere ([`TraceExport::from_env`]).
+    pub traces: Option<TraceExport>,
 }
 
 impl LogConfig {
@@ -50,17 +55,19 @@ impl LogConfig {
                 }
             },
         };
-        Ok(LogConfig { filter, format })
+        Ok(LogConfig { filter, format, traces: None })
     }
 }
 
-/// Installs the global subscriber. Calling it twice is harmless (tests do).
-pub fn init(config: &LogConfig) {
-    init_with_writer(config, std::io::stdout);
+/// Installs the global subscriber. Calling it twice is harmless (tests do). With trace export
+/// configured it must run inside the Tokio runtime (the gRPC exporter is bound to it), and it
+/// fails when the exporter cannot be set up.
+pub fn init(config: &LogConfig) -> Result<(), String> {
+    init_with_writer(config, std::io::stdout)
 }
 
 /// [`init`], writing somewhere else than standard output (tests read what was logged).
-pub fn init_with_writer<W>(config: &LogConfig, writer: W)
+pub fn init_with_writer<W>(config: &LogConfig, writer: W) -> Result<(), String>
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
@@ -72,7 +79,14 @@ where
     if !config.filter.contains("hyper") {
         filter = filter.add_directive("hyper=warn".parse().expect("static directive"));
     }
-    let registry = tracing_subscriber::registry().with(filter);
+    if !config.filter.contains("opentelemetry") {
+        // The SDK's own failures (an unreachable collector) once a batch, not its chatter.
+        filter = filter.add_directive("opentelemetry=warn".parse().expect("static directive"));
+        filter = filter.add_directive("opentelemetry_sdk=warn".parse().expect("static directive"));
+        filter = filter.add_directive("opentelemetry_otlp=warn".parse().expect("static directive"));
+    }
+    let traces = config.traces.as_ref().map(crate::traces::layer).transpose()?;
+    let registry = tracing_subscriber::registry().with(filter).with(traces);
     let _ = match config.format {
         LogFormat::Json => registry
             .with(
@@ -89,4 +103,5 @@ where
             registry.with(tracing_subscriber::fmt::layer().with_writer(writer).compact().with_target(false)).try_init()
         }
     };
+    Ok(())
 }

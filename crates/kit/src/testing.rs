@@ -202,7 +202,7 @@ pub fn free_port() -> u16 {
 pub fn capture_logs(settings: &Settings) -> LogCapture {
     let capture = LogCapture::default();
     let config = crate::telemetry::LogConfig::from_settings(settings).expect("log settings");
-    crate::telemetry::init_with_writer(&config, capture.clone());
+    crate::telemetry::init_with_writer(&config, capture.clone()).expect("no trace export in tests");
     capture
 }
 

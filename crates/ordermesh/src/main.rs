@@ -155,15 +155,21 @@ fn main() -> std::process::ExitCode {
             Err(e) => fail(&*e),
         };
     }
-    let log = match kit::telemetry::LogConfig::from_settings(&settings) {
+    let mut log = match kit::telemetry::LogConfig::from_settings(&settings) {
         Ok(l) => l,
         Err(e) => return fail(&e),
     };
-    kit::telemetry::init(&log);
+    log.traces = match kit::traces::TraceExport::from_env(&trace_service_name(cli.command.as_ref())) {
+        Ok(t) => t,
+        Err(e) => return fail(&e),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
+    if let Err(e) = runtime.block_on(async { kit::telemetry::init(&log) }) {
+        return fail(&e);
+    }
     let result = runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Up { port: None }) {
             Command::Up { .. } => platform::up(settings).await,
@@ -176,9 +182,20 @@ fn main() -> std::process::ExitCode {
             }
         }
     });
+    // What is still queued leaves before the runtime (which the gRPC exporter uses) stops.
+    runtime.block_on(async { tokio::task::spawn_blocking(kit::traces::shutdown).await.ok() });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => fail(&*e),
+    }
+}
+
+/// The `service.name` spans are exported under unless `OTEL_SERVICE_NAME` names one: the
+/// platform for `up` (every service in one process; each span says which), else the service.
+fn trace_service_name(command: Option<&Command>) -> String {
+    match command {
+        Some(Command::Serve { service, .. }) => format!("ordermesh-{}", service.as_str()),
+        _ => "ordermesh".to_string(),
     }
 }
 

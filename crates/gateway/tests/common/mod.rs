@@ -2,6 +2,8 @@
 //! gateway in front of them.
 #![allow(dead_code, unused_imports)] // each suite uses its own part of this
 
+use std::sync::Arc;
+
 use axum::http::StatusCode;
 use kit::config::Settings;
 use kit::testing::TestServer;
@@ -10,11 +12,24 @@ use serde_json::{Value, json};
 pub use testkit::{SERVICE_SECRET as SECRET, Services, localhost};
 pub const HS_SECRET: &str = "a-shared-hs256-secret-for-gateway-tests";
 
+/// A gateway as `ordermesh up` starts one: the storefront's pages, the public API's document.
 pub async fn gateway(settings: Settings) -> TestServer {
     let config = gateway::Config::from_settings(&settings, localhost(), 0).expect("gateway config");
     let pages = storefront::config::Config::from_settings(&settings).expect("storefront config");
-    TestServer::start(storefront::with_gateway(gateway::AppState::start(config).await.expect("gateway starts"), pages))
-        .await
+    let mut state = gateway::AppState::start(config).await.expect("gateway starts");
+    state.openapi = Arc::new(public_document());
+    TestServer::start(storefront::with_gateway(state, pages)).await
+}
+
+/// The public API's document, from each service's own, as the binary gives it to the gateway.
+pub fn public_document() -> utoipa::openapi::OpenApi {
+    use gateway::rules::Service;
+    use utoipa::OpenApi;
+    gateway::openapi::public_api(&[
+        (Service::Users, users::ApiDoc::openapi()),
+        (Service::Catalog, catalog::ApiDoc::openapi()),
+        (Service::Orders, orders::ApiDoc::openapi()),
+    ])
 }
 
 pub async fn login(http: &reqwest::Client, gw: &TestServer, username: &str, password: &str) -> Value {

@@ -238,3 +238,46 @@ async fn oversized_bodies_are_refused_at_the_edge() {
     assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(upstream.hits(), 0);
 }
+
+#[tokio::test]
+async fn each_api_operation_is_counted_under_its_own_route() {
+    let services = Services::start(&|s| s).await;
+    let gw = gateway(services.settings()).await;
+    let http = reqwest::Client::new();
+    let tokens = login(&http, &gw, "bob", "bob123").await;
+    let access = tokens["access_token"].as_str().unwrap();
+    for id in [1, 2] {
+        assert_eq!(http.get(gw.url(&format!("/api/products/{id}"))).send().await.unwrap().status(), StatusCode::OK);
+    }
+    let res = http
+        .post(gw.url("/api/orders"))
+        .bearer_auth(access)
+        .json(&json!({"items": [{"sku": "MUG-CERAMIC", "quantity": 1}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    // A path of no operation stays under the catch-all: clients cannot mint series.
+    let res = http.get(gw.url("/api/products/1/no-such-thing")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+
+    let metrics = http.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let count = |method: &str, route: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("http_requests_total{"))
+            .filter(|l| l.contains(&format!("method=\"{method}\"")) && l.contains(&format!("route=\"{route}\"")))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    };
+    assert_eq!(count("GET", "/api/products/{id}"), 2.0, "{metrics}");
+    assert_eq!(count("POST", "/api/orders"), 1.0, "{metrics}");
+    assert_eq!(count("POST", "/api/users/login"), 1.0, "{metrics}");
+    assert_eq!(count("GET", "/api/{*rest}"), 1.0, "only the unknown path is a catch-all: {metrics}");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("http_request_duration_seconds") && l.contains("route=\"/api/products/{id}\"")),
+        "latency by operation too: {metrics}"
+    );
+}

@@ -34,7 +34,6 @@ use kit::testing::TestServer;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use utoipa::OpenApi;
 
 mod authorization;
 #[path = "../common/mod.rs"]
@@ -45,7 +44,7 @@ mod resources;
 mod tokens;
 
 use authorization::{METHODS, assert_no_credentials};
-use common::{Services, localhost};
+use common::{Services, localhost, public_document};
 
 // ---------------------------------------------------------------------------------------------
 // The platform under attack
@@ -77,15 +76,6 @@ fn with_all(mut s: Settings, pairs: &[(String, String)]) -> Settings {
 
 fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-}
-
-/// The whole public API's document, as `ordermesh up` serves it at the gateway.
-fn public_document() -> utoipa::openapi::OpenApi {
-    gateway::openapi::public_api(&[
-        (Service::Users, users::ApiDoc::openapi()),
-        (Service::Catalog, catalog::ApiDoc::openapi()),
-        (Service::Orders, orders::ApiDoc::openapi()),
-    ])
 }
 
 impl Platform {

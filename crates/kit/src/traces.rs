@@ -1,0 +1,205 @@
+//! OpenTelemetry traces, exported over OTLP when a collector is configured with the standard
+//! variables every OpenTelemetry SDK reads from the environment:
+//!
+//! - `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`): turns export on;
+//! - `OTEL_EXPORTER_OTLP_PROTOCOL` (or `…_TRACES_PROTOCOL`): `http/protobuf` (the default) or
+//!   `grpc`; also `…_HEADERS`, `…_TIMEOUT`;
+//! - `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` and
+//!   `OTEL_TRACES_SAMPLER_ARG` (the resource and the sampler);
+//! - `OTEL_BSP_*` (the batch: delay, queue size, batch size); `OTEL_SDK_DISABLED=true` turns
+//!   export off again.
+//!
+//! Spans leave in batches from a queue of bounded size on the SDK's own thread: no request
+//! waits on the collector, and when it is down or absent a full queue drops spans and the
+//! SDK warns (at most once a batch interval), nothing else.
+//!
+//! Each request's span ([`crate::layers::AccessLogLayer`]) joins the trace of the
+//! `traceparent` it came with, and the calls it makes carry its own span as their parent
+//! ([`join`]), so one order is one trace across the gateway and the services.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use opentelemetry::trace::{SpanContext, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _};
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::context::RequestContext;
+
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+/// Where and how spans are exported, from the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceExport {
+    pub endpoint: String,
+    pub protocol: Protocol,
+    /// `service.name` unless `OTEL_SERVICE_NAME` says otherwise.
+    pub default_service_name: String,
+}
+
+impl TraceExport {
+    /// None when no endpoint is set (or `OTEL_SDK_DISABLED=true`); an error for a protocol
+    /// this build cannot speak.
+    pub fn from_env(default_service_name: &str) -> Result<Option<Self>, String> {
+        Self::from_lookup(default_service_name, |key| std::env::var(key).ok())
+    }
+
+    fn from_lookup(default_service_name: &str, var: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, String> {
+        let set = |key: &str| var(key).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        if set("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            return Ok(None);
+        }
+        let Some(endpoint) = set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT"))
+        else {
+            return Ok(None);
+        };
+        let (key, protocol) = match set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") {
+            Some(p) => ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", Some(p)),
+            None => ("OTEL_EXPORTER_OTLP_PROTOCOL", set("OTEL_EXPORTER_OTLP_PROTOCOL")),
+        };
+        let protocol = match protocol.as_deref() {
+            None | Some("http/protobuf") => Protocol::HttpBinary,
+            Some("grpc") => Protocol::Grpc,
+            Some(other) => {
+                return Err(format!("{key}={other}: expected http/protobuf or grpc"));
+            }
+        };
+        Ok(Some(TraceExport { endpoint, protocol, default_service_name: default_service_name.to_string() }))
+    }
+
+    /// The tracer provider, its exporter and batch. gRPC needs the Tokio runtime current (the
+    /// channel is bound to it); the HTTP exporter runs on the SDK's thread.
+    fn provider(&self) -> Result<SdkTracerProvider, String> {
+        let exporter = match self.protocol {
+            Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder().with_tonic().build(),
+            _ => opentelemetry_otlp::SpanExporter::builder().with_http().with_protocol(Protocol::HttpBinary).build(),
+        }
+        .map_err(|e| format!("the OTLP exporter to {} could not be set up: {e}", self.endpoint))?;
+        // The resource's detectors read OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; a
+        // name given there wins over this default.
+        let named = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.trim().is_empty())
+            || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|v| v.contains("service.name="));
+        let mut resource = Resource::builder();
+        if !named {
+            resource = resource.with_service_name(self.default_service_name.clone());
+        }
+        Ok(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource.build()).build())
+    }
+}
+
+/// The layer that turns the process's spans into OpenTelemetry spans, when export is on.
+/// Called once, by [`crate::telemetry::init`].
+pub(crate) fn layer<S>(
+    export: &TraceExport,
+) -> Result<tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::SdkTracer>, String>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    let provider = export.provider()?;
+    let tracer = provider.tracer("ordermesh");
+    let _ = PROVIDER.set(provider);
+    EXPORTING.store(true, Ordering::Relaxed);
+    Ok(tracing_opentelemetry::layer().with_tracer(tracer).with_tracked_inactivity(false))
+}
+
+/// Whether spans are being exported: the request layers do the work of joining traces only
+/// then.
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
+/// Sends what is still queued and stops the exporter; at the end of the process.
+pub fn shutdown() {
+    if let Some(provider) = PROVIDER.get() {
+        let _ = provider.shutdown();
+    }
+}
+
+/// Makes `span` the request's span in its trace: its parent is the `traceparent` the request
+/// came with (none: a new trace), and the context the request's own calls send on (its ids in
+/// logs and in outgoing `traceparent`) becomes this span's.
+pub fn join(span: &tracing::Span, ctx: &RequestContext) -> RequestContext {
+    if let Some(parent) = &ctx.parent_span_id {
+        let remote = SpanContext::new(
+            TraceId::from_hex(&ctx.trace_id).unwrap_or(TraceId::INVALID),
+            opentelemetry::trace::SpanId::from_hex(parent).unwrap_or(opentelemetry::trace::SpanId::INVALID),
+            if ctx.sampled { TraceFlags::SAMPLED } else { TraceFlags::default() },
+            true,
+            TraceState::default(),
+        );
+        if remote.is_valid() {
+            let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+        }
+    }
+    let otel = span.context();
+    let own = otel.span().span_context().clone();
+    if !own.is_valid() {
+        return ctx.clone();
+    }
+    let trace_id = own.trace_id().to_string();
+    span.record("trace_id", trace_id.as_str());
+    RequestContext {
+        trace_id: trace_id.into(),
+        span_id: own.span_id().to_string().into(),
+        sampled: own.is_sampled(),
+        ..ctx.clone()
+    }
+}
+
+/// What the answer adds to the request's span: its status (an error for a 5xx), and the
+/// operation's route template when the handler named one (a proxy's `/api/{*rest}` becomes
+/// `/api/products/{id}`).
+pub fn finish(
+    span: &tracing::Span,
+    service: &str,
+    method: &axum::http::Method,
+    template: Option<&str>,
+    status: axum::http::StatusCode,
+) {
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "error");
+    }
+    if let Some(template) = template {
+        span.context().span().update_name(format!("{service} {method} {template}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(vars: &[(&str, &str)]) -> Result<Option<TraceExport>, String> {
+        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        TraceExport::from_lookup("ordermesh", |key| vars.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn export_is_on_only_with_an_endpoint_and_speaks_the_standard_protocols() {
+        assert_eq!(read(&[]), Ok(None));
+        assert_eq!(read(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")]), Ok(None));
+        let on = read(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")]).unwrap().unwrap();
+        assert_eq!((on.endpoint.as_str(), on.protocol), ("http://127.0.0.1:4318", Protocol::HttpBinary));
+        let grpc = read(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]);
+        assert_eq!(grpc.unwrap().unwrap().protocol, Protocol::Grpc);
+        let traces_first = read(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:4318/v1/traces"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
+        ]);
+        let traces_first = traces_first.unwrap().unwrap();
+        assert_eq!(
+            (traces_first.endpoint.as_str(), traces_first.protocol),
+            ("http://t:4318/v1/traces", Protocol::HttpBinary)
+        );
+        let json =
+            read(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]);
+        assert!(json.unwrap_err().contains("OTEL_EXPORTER_OTLP_PROTOCOL=http/json"));
+        let off = read(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_SDK_DISABLED", "true")]);
+        assert_eq!(off, Ok(None));
+    }
+}

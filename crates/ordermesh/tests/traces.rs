@@ -1,0 +1,209 @@
+//! Traces leave the platform over OTLP: `ordermesh up` with `OTEL_EXPORTER_OTLP_ENDPOINT`
+//! pointing at a receiver in this test that decodes the OTLP protobuf (the official
+//! definitions, `opentelemetry-proto`; over HTTP with axum, over gRPC with tonic), an order
+//! placed through the gateway, and the spans of the gateway, the orders service and the
+//! catalog found in one trace, each the child of the hop that called it.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode, header};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use prost::Message;
+use serde_json::{Value, json};
+use support::{Up, login};
+
+/// One span as the receiver decoded it.
+#[derive(Debug, Clone)]
+struct Received {
+    resource_service: String,
+    name: String,
+    trace_id: String,
+    span_id: String,
+    parent_span_id: String,
+    attributes: HashMap<String, String>,
+}
+
+impl Received {
+    fn attribute(&self, key: &str) -> &str {
+        self.attributes.get(key).map(String::as_str).unwrap_or("")
+    }
+}
+
+/// An OTLP/HTTP receiver: `POST /v1/traces` with an `application/x-protobuf` body.
+struct Receiver {
+    url: String,
+    spans: Arc<Mutex<Vec<Received>>>,
+}
+
+fn text(value: &Option<AnyValue>) -> String {
+    match value.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn attributes(list: &[KeyValue]) -> HashMap<String, String> {
+    list.iter().map(|kv| (kv.key.clone(), text(&kv.value))).collect()
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        let spans: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let store = spans.clone();
+        let export = move |headers: HeaderMap, body: Bytes| {
+            let store = store.clone();
+            async move {
+                let kind = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+                assert_eq!(kind, "application/x-protobuf", "OTLP/HTTP with protobuf bodies");
+                let request = match ExportTraceServiceRequest::decode(body) {
+                    Ok(r) => r,
+                    Err(e) => return (StatusCode::BAD_REQUEST, e.to_string().into_bytes()),
+                };
+                keep(&store, request);
+                (StatusCode::OK, ExportTraceServiceResponse::default().encode_to_vec())
+            }
+        };
+        let router = axum::Router::new().route("/v1/traces", axum::routing::post(export));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        Receiver { url, spans }
+    }
+
+    /// An OTLP/gRPC receiver: the collector's `TraceService`, served by tonic.
+    async fn start_grpc() -> Receiver {
+        let spans: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let service = TraceServiceServer::new(Grpc(spans.clone()));
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+                .await
+                .unwrap()
+        });
+        Receiver { url, spans }
+    }
+
+    fn spans(&self) -> Vec<Received> {
+        self.spans.lock().unwrap().clone()
+    }
+}
+
+struct Grpc(Arc<Mutex<Vec<Received>>>);
+
+#[tonic::async_trait]
+impl TraceService for Grpc {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        keep(&self.0, request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+/// The spans of one export, as the receiver keeps them.
+fn keep(store: &Mutex<Vec<Received>>, request: ExportTraceServiceRequest) {
+    let mut store = store.lock().unwrap();
+    for resource_spans in request.resource_spans {
+        let resource = attributes(&resource_spans.resource.map(|r| r.attributes).unwrap_or_default());
+        let service = resource.get("service.name").cloned().unwrap_or_default();
+        for scope in resource_spans.scope_spans {
+            for span in scope.spans {
+                store.push(Received {
+                    resource_service: service.clone(),
+                    name: span.name,
+                    trace_id: hex(&span.trace_id),
+                    span_id: hex(&span.span_id),
+                    parent_span_id: hex(&span.parent_span_id),
+                    attributes: attributes(&span.attributes),
+                });
+            }
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_is_one_trace_across_the_gateway_orders_and_catalog_over_otlp_http() {
+    an_order_is_one_trace(Receiver::start().await, "http/protobuf").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_is_one_trace_across_the_gateway_orders_and_catalog_over_otlp_grpc() {
+    an_order_is_one_trace(Receiver::start_grpc().await, "grpc").await;
+}
+
+async fn an_order_is_one_trace(receiver: Receiver, protocol: &str) {
+    let up = Up::start(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url.clone()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.to_string()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "200".to_string()),
+    ]);
+    let http = reqwest::Client::new();
+    let token = login(&http, &up.gateway, "bob", "bob123").await;
+    let res = http
+        .post(format!("{}/api/orders", up.gateway))
+        .bearer_auth(&token)
+        .json(&json!({"items": [{"sku": "MOUSE-WL", "quantity": 1}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let order: Value = res.json().await.unwrap();
+
+    // The gateway's span of this order, then every span of its trace.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (gateway, trace) = loop {
+        let spans = receiver.spans();
+        let gateway = spans.iter().find(|s| {
+            s.attribute("service") == "gateway"
+                && s.attribute("route") == "/api/orders"
+                && s.attribute("method") == "POST"
+        });
+        if let Some(gateway) = gateway {
+            let trace: Vec<Received> = spans.iter().filter(|s| s.trace_id == gateway.trace_id).cloned().collect();
+            let has = |service: &str| trace.iter().any(|s| s.attribute("service") == service);
+            if has("orders") && has("catalog") {
+                break (gateway.clone(), trace);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no trace of the order {} with gateway, orders and catalog spans arrived; received: {:#?}",
+            order["id"],
+            spans.iter().map(|s| (&s.name, s.attribute("service"), &s.trace_id)).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    assert_eq!(gateway.resource_service, "ordermesh", "`up` exports under the platform's name");
+    assert_eq!(gateway.name, "gateway POST /api/orders", "the span is named for the operation, not /api/{{*rest}}");
+    assert_eq!(gateway.attribute("http.response.status_code"), "201");
+    let orders = trace
+        .iter()
+        .find(|s| s.attribute("service") == "orders" && s.attribute("route") == "/orders")
+        .unwrap_or_else(|| panic!("no orders span for POST /orders in {trace:#?}"));
+    assert_eq!(orders.parent_span_id, gateway.span_id, "the orders span is the gateway's child");
+    let catalog = trace
+        .iter()
+        .find(|s| s.attribute("service") == "catalog" && s.parent_span_id == orders.span_id)
+        .unwrap_or_else(|| panic!("no catalog span called by the orders span in {trace:#?}"));
+    assert!(catalog.name.starts_with("catalog POST /reservations"), "{}", catalog.name);
+    drop(up);
+}
