@@ -27,6 +27,11 @@ pub struct Event {
     /// A snapshot of the order after the change.
     #[schema(value_type = Object)]
     pub data: serde_json::Value,
+    /// The W3C trace context of the request that made the change (as CloudEvents' distributed
+    /// tracing attribute): a consumer's work on the event joins that request's trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 128)]
+    pub traceparent: Option<String>,
 }
 
 impl Event {
@@ -51,6 +56,9 @@ impl Event {
         }
         if !self.data.is_object() {
             return Err(("data", "must be an object (the order's snapshot)"));
+        }
+        if self.traceparent.as_ref().is_some_and(|t| t.len() > 128) {
+            return Err(("traceparent", "must be at most 128 characters"));
         }
         Ok(())
     }

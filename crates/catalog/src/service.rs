@@ -462,6 +462,11 @@ impl Catalog {
     /// service could not), a cancelled one returns its stock. Each event id takes effect once.
     pub async fn apply_events(&self, events: &[Event]) -> Result<DeliveryReport> {
         let mut report = DeliveryReport { applied: 0, duplicates: 0, ignored: 0 };
+        // Each event's work joins the trace of the request that made it (while exported).
+        let _traced: Vec<tracing::Span> = events
+            .iter()
+            .map(|e| kit::traces::follow(&format!("catalog apply {}", e.kind), "consumer", e.traceparent.as_deref()))
+            .collect();
         for event in events {
             let effect = match (event.kind.as_str(), event.reservation_id()) {
                 (ORDER_CREATED, Some(r)) => EventEffect::Commit(r),

@@ -122,17 +122,8 @@ pub fn shutdown() {
 /// came with (none: a new trace), and the context the request's own calls send on (its ids in
 /// logs and in outgoing `traceparent`) becomes this span's.
 pub fn join(span: &tracing::Span, ctx: &RequestContext) -> RequestContext {
-    if let Some(parent) = &ctx.parent_span_id {
-        let remote = SpanContext::new(
-            TraceId::from_hex(&ctx.trace_id).unwrap_or(TraceId::INVALID),
-            opentelemetry::trace::SpanId::from_hex(parent).unwrap_or(opentelemetry::trace::SpanId::INVALID),
-            if ctx.sampled { TraceFlags::SAMPLED } else { TraceFlags::default() },
-            true,
-            TraceState::default(),
-        );
-        if remote.is_valid() {
-            let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
-        }
+    if let Some(parent) = parent_of(ctx) {
+        let _ = span.set_parent(parent);
     }
     let otel = span.context();
     let own = otel.span().span_context().clone();
@@ -147,6 +138,60 @@ pub fn join(span: &tracing::Span, ctx: &RequestContext) -> RequestContext {
         sampled: own.is_sampled(),
         ..ctx.clone()
     }
+}
+
+/// The caller's span, as a parent for ours, when the request came with a valid one.
+fn parent_of(ctx: &RequestContext) -> Option<opentelemetry::Context> {
+    let remote = SpanContext::new(
+        TraceId::from_hex(&ctx.trace_id).ok()?,
+        opentelemetry::trace::SpanId::from_hex(ctx.parent_span_id.as_deref()?).ok()?,
+        if ctx.sampled { TraceFlags::SAMPLED } else { TraceFlags::default() },
+        true,
+        TraceState::default(),
+    );
+    remote.is_valid().then(|| opentelemetry::Context::new().with_remote_span_context(remote))
+}
+
+/// The trace context a W3C `traceparent` names, when it is well formed.
+fn remote(traceparent: &str) -> Option<opentelemetry::Context> {
+    let header = axum::http::HeaderValue::from_str(traceparent).ok()?;
+    parent_of(&RequestContext::from_headers(None, Some(&header)))
+}
+
+/// A span for the work one message causes (`kind` "consumer"), the child of the request that
+/// sent it (its `traceparent`); a disabled span when nothing is exported. It lasts until
+/// dropped: keep it while the message's work is done.
+pub fn follow(name: &str, kind: &'static str, traceparent: Option<&str>) -> tracing::Span {
+    if !exporting() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!("message", "otel.name" = name, "otel.kind" = kind);
+    if let Some(parent) = traceparent.and_then(remote) {
+        let _ = span.set_parent(parent);
+    }
+    span
+}
+
+/// Runs `work` in a span of its own (`kind` "producer", say) that is linked to every request
+/// it works for, as a batch of their events is: the calls `work` makes carry this span as
+/// their parent. Without export, just `work`.
+pub async fn linked<'a, F: Future>(
+    name: &str,
+    kind: &'static str,
+    traceparents: impl IntoIterator<Item = &'a str>,
+    work: F,
+) -> F::Output {
+    if !exporting() {
+        return work.await;
+    }
+    let span = tracing::info_span!("batch", "otel.name" = name, "otel.kind" = kind);
+    for traceparent in traceparents {
+        if let Some(cx) = remote(traceparent) {
+            span.add_link(cx.span().span_context().clone());
+        }
+    }
+    let ctx = join(&span, &RequestContext::from_headers(None, None));
+    tracing::Instrument::instrument(ctx.scope(work), span).await
 }
 
 /// What the answer adds to the request's span: its status (an error for a 5xx), and the

@@ -2,7 +2,8 @@
 //! pointing at a receiver in this test that decodes the OTLP protobuf (the official
 //! definitions, `opentelemetry-proto`; over HTTP with axum, over gRPC with tonic), an order
 //! placed through the gateway, and the spans of the gateway, the orders service and the
-//! catalog found in one trace, each the child of the hop that called it.
+//! catalog found in one trace, each the child of the hop that called it, with the catalog's
+//! work on the order's event (through the outbox and the relay) in the same trace.
 
 mod support;
 
@@ -28,6 +29,8 @@ struct Received {
     span_id: String,
     parent_span_id: String,
     attributes: HashMap<String, String>,
+    /// The span ids it links to.
+    links: Vec<String>,
 }
 
 impl Received {
@@ -129,6 +132,7 @@ fn keep(store: &Mutex<Vec<Received>>, request: ExportTraceServiceRequest) {
                     span_id: hex(&span.span_id),
                     parent_span_id: hex(&span.parent_span_id),
                     attributes: attributes(&span.attributes),
+                    links: span.links.iter().map(|l| hex(&l.span_id)).collect(),
                 });
             }
         }
@@ -141,20 +145,40 @@ fn hex(bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_is_one_trace_across_the_gateway_orders_and_catalog_over_otlp_http() {
-    an_order_is_one_trace(Receiver::start().await, "http/protobuf").await;
+    an_order_is_one_trace(Receiver::start().await, "http/protobuf", &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_is_one_trace_across_the_gateway_orders_and_catalog_over_otlp_grpc() {
-    an_order_is_one_trace(Receiver::start_grpc().await, "grpc").await;
+    an_order_is_one_trace(Receiver::start_grpc().await, "grpc", &[]).await;
 }
 
-async fn an_order_is_one_trace(receiver: Receiver, protocol: &str) {
-    let up = Up::start(&[
+/// The event travels through NATS JetStream (a stream of this test's own on the machine's
+/// server), its trace context in the message as in the event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs ORDERMESH_TEST_NATS"]
+async fn an_orders_event_joins_its_trace_through_nats() {
+    let nats = kit::testing::required_env("ORDERMESH_TEST_NATS");
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let stream = format!("TRACES_{}", &id[..12]);
+    let env = [
+        ("NATS_URL", nats.clone()),
+        ("NATS_STREAM", stream.clone()),
+        ("NATS_SUBJECT_PREFIX", format!("traces{}", &id[..12])),
+    ];
+    an_order_is_one_trace(Receiver::start().await, "http/protobuf", &env).await;
+    let client = async_nats::connect(&nats).await.expect("NATS");
+    let _ = async_nats::jetstream::new(client).delete_stream(&stream).await;
+}
+
+async fn an_order_is_one_trace(receiver: Receiver, protocol: &str, extra: &[(&str, String)]) {
+    let mut env = vec![
         ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url.clone()),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.to_string()),
         ("OTEL_BSP_SCHEDULE_DELAY", "200".to_string()),
-    ]);
+    ];
+    env.extend(extra.iter().cloned());
+    let up = Up::start(&env);
     let http = reqwest::Client::new();
     let token = login(&http, &up.gateway, "bob", "bob123").await;
     let res = http
@@ -179,13 +203,14 @@ async fn an_order_is_one_trace(receiver: Receiver, protocol: &str) {
         if let Some(gateway) = gateway {
             let trace: Vec<Received> = spans.iter().filter(|s| s.trace_id == gateway.trace_id).cloned().collect();
             let has = |service: &str| trace.iter().any(|s| s.attribute("service") == service);
-            if has("orders") && has("catalog") {
+            let applied = trace.iter().any(|s| s.name == "catalog apply order.created");
+            if has("orders") && has("catalog") && applied {
                 break (gateway.clone(), trace);
             }
         }
         assert!(
             Instant::now() < deadline,
-            "no trace of the order {} with gateway, orders and catalog spans arrived; received: {:#?}",
+            "no trace of the order {} with gateway, orders, catalog and event spans arrived; received: {:#?}",
             order["id"],
             spans.iter().map(|s| (&s.name, s.attribute("service"), &s.trace_id)).collect::<Vec<_>>()
         );
@@ -205,5 +230,15 @@ async fn an_order_is_one_trace(receiver: Receiver, protocol: &str) {
         .find(|s| s.attribute("service") == "catalog" && s.parent_span_id == orders.span_id)
         .unwrap_or_else(|| panic!("no catalog span called by the orders span in {trace:#?}"));
     assert!(catalog.name.starts_with("catalog POST /reservations"), "{}", catalog.name);
+    // The order.created event, written in the order's transaction, carried the orders span's
+    // context through the outbox: the catalog's work on it is that span's child, and the
+    // relay's publishing (a batch, for many orders) links to it.
+    let applied = trace.iter().find(|s| s.name == "catalog apply order.created").unwrap();
+    assert_eq!(applied.parent_span_id, orders.span_id, "the event's consumer span is the order request's child");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !receiver.spans().iter().any(|s| s.name == "orders publish events" && s.links.contains(&orders.span_id)) {
+        assert!(Instant::now() < deadline, "no relay span links to the order's request");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     drop(up);
 }

@@ -54,6 +54,9 @@ impl Transport {
                 for event in events {
                     let mut headers = async_nats::HeaderMap::new();
                     headers.insert("Nats-Msg-Id", event.id.as_str());
+                    if let Some(traceparent) = &event.traceparent {
+                        headers.insert("traceparent", traceparent.as_str());
+                    }
                     let payload = serde_json::to_vec(event).map_err(|e| e.to_string())?;
                     let ack = jetstream
                         .publish_with_headers(event.subject(subject_prefix), headers, payload.into())
@@ -119,7 +122,10 @@ impl Relay {
             let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
             let events: Vec<Event> = rows.iter().map(to_event).collect();
             let started = std::time::Instant::now();
-            if let Err(e) = self.transport.deliver(&events).await {
+            let traces = events.iter().filter_map(|e| e.traceparent.as_deref());
+            let delivered =
+                kit::traces::linked("orders publish events", "producer", traces, self.transport.deliver(&events));
+            if let Err(e) = delivered.await {
                 if let Err(u) = self.store.unclaim(&ids).await {
                     tracing::debug!(error = %u, "could not unclaim; the lease will expire");
                 }
@@ -153,5 +159,6 @@ fn to_event(row: &OutboxRow) -> Event {
         order_id: row.order_id.clone(),
         version: row.version,
         data: serde_json::from_str(&row.payload).unwrap_or(serde_json::Value::Null),
+        traceparent: row.traceparent.clone(),
     }
 }

@@ -66,6 +66,8 @@ pub struct OutboxRow {
     pub version: i64,
     pub payload: String,
     pub occurred_at: i64,
+    /// The request that wrote it, as a W3C `traceparent`.
+    pub traceparent: Option<String>,
 }
 
 /// What an earlier request with the same Idempotency-Key left behind.
@@ -318,7 +320,7 @@ impl Store {
                           WHERE published_at IS NULL AND (claimed_until IS NULL OR claimed_until < $2)
                           ORDER BY occurred_at, id LIMIT $3)
                AND published_at IS NULL AND (claimed_until IS NULL OR claimed_until < $2)
-             RETURNING id, order_id, event_type, version, payload, occurred_at",
+             RETURNING id, order_id, event_type, version, payload, occurred_at, traceparent",
         )
         .bind(now + lease_ms)
         .bind(now)
@@ -427,9 +429,12 @@ async fn insert_history(
     Ok(())
 }
 
+/// Written with the trace context of the request it belongs to, so the event's consumers
+/// can join that request's trace.
 async fn insert_outbox(conn: &mut AnyConnection, e: &OutboxEvent) -> Result<()> {
     sqlx::query(
-        "INSERT INTO outbox (id, order_id, event_type, version, payload, occurred_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO outbox (id, order_id, event_type, version, payload, occurred_at, traceparent)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&e.id)
     .bind(&e.order_id)
@@ -437,6 +442,7 @@ async fn insert_outbox(conn: &mut AnyConnection, e: &OutboxEvent) -> Result<()> 
     .bind(e.version)
     .bind(&e.payload)
     .bind(e.occurred_at)
+    .bind(kit::context::RequestContext::current().map(|c| c.traceparent()))
     .execute(conn)
     .await?;
     Ok(())
