@@ -11,6 +11,7 @@ use kit::db::{now_ms, rfc3339};
 use kit::metrics::Metrics;
 use kit::pagination::{PageRequest, Paged};
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::domain::{Category, Description, ProductName, ProductRef, ReservationId, Sku};
@@ -388,7 +389,8 @@ impl Catalog {
         ));
         let expires_at = now_ms() + self.config.reservation_ttl.as_millis() as i64;
         let started = std::time::Instant::now();
-        let outcome = self.store.reserve(id.as_str(), &hash, &lines, expires_at).await;
+        let reserve = self.store.reserve(id.as_str(), &hash, &lines, expires_at);
+        let outcome = reserve.instrument(self.store.db().span("UPDATE", "stock")).await;
         let result = match &outcome {
             Ok((_, true)) => "reserved",
             Ok((_, false)) => "replayed",
@@ -463,18 +465,26 @@ impl Catalog {
     pub async fn apply_events(&self, events: &[Event]) -> Result<DeliveryReport> {
         let mut report = DeliveryReport { applied: 0, duplicates: 0, ignored: 0 };
         // Each event's work joins the trace of the request that made it (while exported).
-        let _traced: Vec<tracing::Span> = events
-            .iter()
-            .map(|e| kit::traces::follow(&format!("catalog apply {}", e.kind), "consumer", e.traceparent.as_deref()))
-            .collect();
-        for event in events {
+        let traced: Vec<tracing::Span> = match kit::traces::exporting() {
+            true => events
+                .iter()
+                .map(|e| {
+                    kit::traces::follow(&format!("catalog apply {}", e.kind), "consumer", e.traceparent.as_deref())
+                })
+                .collect(),
+            false => Vec::new(),
+        };
+        for (i, event) in events.iter().enumerate() {
             let effect = match (event.kind.as_str(), event.reservation_id()) {
                 (ORDER_CREATED, Some(r)) => EventEffect::Commit(r),
                 (ORDER_CANCELLED, Some(r)) => EventEffect::Return(r),
                 _ => EventEffect::None,
             };
             let acts = !matches!(effect, EventEffect::None);
-            let fresh = self.store.apply_event(&event.id, &event.kind, &event.order_id, effect).await?;
+            let apply = self.store.apply_event(&event.id, &event.kind, &event.order_id, effect);
+            let in_db = || self.store.db().span("INSERT", "processed_events");
+            let in_db = traced.get(i).map_or_else(in_db, |consumer| consumer.in_scope(in_db));
+            let fresh = apply.instrument(in_db).await?;
             match (fresh, acts) {
                 (false, _) => report.duplicates += 1,
                 (true, true) => report.applied += 1,

@@ -204,6 +204,16 @@ impl Db {
         self.backend
     }
 
+    /// A span for one unit of work on this database (`operation` on `table`, never values),
+    /// to instrument the store call with; disabled unless traces are exported.
+    pub fn span(&self, operation: &'static str, table: &'static str) -> tracing::Span {
+        let system = match self.backend {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgresql",
+        };
+        crate::traces::database(system, operation, table)
+    }
+
     /// Starts a transaction that will write. On SQLite it takes the write lock at once
     /// (`BEGIN IMMEDIATE`): a deferred transaction that upgrades later can fail with "database
     /// is locked" when another process writes to the same file, whatever the busy timeout.

@@ -172,6 +172,23 @@ pub fn follow(name: &str, kind: &'static str, traceparent: Option<&str>) -> trac
     span
 }
 
+/// A client span for database work: `db.system.name`, `db.operation.name` and
+/// `db.collection.name`, as OpenTelemetry's conventions name them. Disabled when nothing is
+/// exported.
+pub fn database(system: &'static str, operation: &'static str, table: &'static str) -> tracing::Span {
+    if !exporting() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "database",
+        "otel.name" = format!("{operation} {table}").as_str(),
+        "otel.kind" = "client",
+        "db.system.name" = system,
+        "db.operation.name" = operation,
+        "db.collection.name" = table,
+    )
+}
+
 /// Runs `work` in a span of its own (`kind` "producer", say) that is linked to every request
 /// it works for, as a batch of their events is: the calls `work` makes carry this span as
 /// their parent. Without export, just `work`.

@@ -235,6 +235,16 @@ async fn an_order_is_one_trace(receiver: Receiver, protocol: &str, extra: &[(&st
     // relay's publishing (a batch, for many orders) links to it.
     let applied = trace.iter().find(|s| s.name == "catalog apply order.created").unwrap();
     assert_eq!(applied.parent_span_id, orders.span_id, "the event's consumer span is the order request's child");
+    // The database work of each, by operation and table (never values).
+    let database = |parent: &Received, name: &str| {
+        let found = trace.iter().find(|s| s.parent_span_id == parent.span_id && s.name == name);
+        let found = found.unwrap_or_else(|| panic!("no {name} span under {}: {trace:#?}", parent.name));
+        assert_eq!(found.attribute("db.system.name"), "sqlite");
+        assert!(found.attributes.values().all(|v| !v.contains("MOUSE-WL")), "values stay out of spans: {found:?}");
+    };
+    database(orders, "INSERT orders");
+    database(catalog, "UPDATE stock");
+    database(applied, "INSERT processed_events");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !receiver.spans().iter().any(|s| s.name == "orders publish events" && s.links.contains(&orders.span_id)) {
         assert!(Instant::now() < deadline, "no relay span links to the order's request");

@@ -15,6 +15,7 @@ use kit::metrics::Metrics;
 use kit::pagination::{PageRequest, Paged};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::domain::{IdempotencyKey, OrderStatus, parse_customer_name};
@@ -71,7 +72,8 @@ impl Orders {
         let hash = hex::encode(Sha256::digest(
             serde_json::to_vec(&(&lines, &customer_name)).map_err(|e| OrdersError::Internal(e.to_string()))?,
         ));
-        if let Some(earlier) = self.store.idempotency_lookup(&user_id, key.as_str(), &hash).await? {
+        let lookup = self.store.idempotency_lookup(&user_id, key.as_str(), &hash);
+        if let Some(earlier) = lookup.instrument(self.store.db().span("SELECT", "idempotency_keys")).await? {
             return self.answer_again(earlier);
         }
         let idempotency = (&key, hash.as_str());
@@ -179,6 +181,7 @@ impl Orders {
                 event: &event,
                 idempotency: answer,
             })
+            .instrument(self.store.db().span("INSERT", "orders"))
             .await;
         match inserted {
             Ok(Inserted::Yes) => {}
@@ -320,7 +323,8 @@ impl Orders {
         if uuid::Uuid::parse_str(id).is_err() {
             return Err(OrderFailure::no_such_order());
         }
-        let (order, items, history) = self.store.get(id).await?.ok_or_else(OrderFailure::no_such_order)?;
+        let found = self.store.get(id).instrument(self.store.db().span("SELECT", "orders")).await?;
+        let (order, items, history) = found.ok_or_else(OrderFailure::no_such_order)?;
         let own = caller.user_id.map(|u| u.to_string()).as_deref() == Some(order.user_id.as_str());
         let may_see = caller.is_admin() || (own && caller.has(Permission::OrderView));
         if !may_see {
@@ -352,7 +356,7 @@ impl Orders {
             }
             ListFilter { user_id: Some(me), username: None, status }
         };
-        let (rows, total) = self.store.list(&filter, page).await?;
+        let (rows, total) = self.store.list(&filter, page).instrument(self.store.db().span("SELECT", "orders")).await?;
         Ok(Paged::new(rows.iter().map(|(o, items)| view::from_rows(o, items, &[])).collect(), page, total))
     }
 
@@ -404,7 +408,8 @@ impl Orders {
             let view = view::from_rows(&next, &items, &history);
             let kind = if to == OrderStatus::Cancelled { ORDER_CANCELLED } else { ORDER_STATUS_CHANGED };
             let event = self.event(kind, &view, &order.reservation_id, next.version, now)?;
-            match self.store.change_status(&order, to, &caller.subject, note.as_deref(), &event).await {
+            let change = self.store.change_status(&order, to, &caller.subject, note.as_deref(), &event);
+            match change.instrument(self.store.db().span("UPDATE", "orders")).await {
                 Ok(()) => {
                     self.relay_wake.notify_one();
                     self.metrics
