@@ -166,8 +166,11 @@ impl ServiceClient {
             let base = &self.inner.bases[(start + attempt) % n];
             let url = join(base, path_and_query);
             let mut req = self.inner.http.request(method.clone(), url);
+            // Exported, each attempt is a span of its own, the parent of the callee's.
+            let traced = crate::traces::outgoing(self.inner.service, &method, base.authority());
             if let Some(ctx) = &ctx {
-                for (name, value) in ctx.outgoing_headers() {
+                let sent_as = traced.as_ref().map_or(ctx, |(_, own)| own);
+                for (name, value) in sent_as.outgoing_headers() {
                     req = req.header(name, value);
                 }
                 // The caller's deadline bounds this call too, and travels on.
@@ -177,7 +180,12 @@ impl ServiceClient {
                         .timeout(left.min(self.inner.total));
                 }
             }
-            match build(req).send().await {
+            let span = traced.map_or_else(tracing::Span::none, |(span, _)| span);
+            let sent = tracing::Instrument::instrument(build(req).send(), span.clone()).await;
+            if let Ok(res) = &sent {
+                span.record("http.response.status_code", res.status().as_u16());
+            }
+            match sent {
                 Ok(res) => return Ok(res),
                 Err(e) if e.is_timeout() => {
                     return Err(UpstreamError::Timeout { service: self.inner.service });

@@ -172,6 +172,28 @@ pub fn follow(name: &str, kind: &'static str, traceparent: Option<&str>) -> trac
     span
 }
 
+/// A client span for one call to another service (one attempt), and the context to send with
+/// it, so that the callee's request span is this span's child. None when nothing is exported
+/// or the caller is not serving a request.
+pub fn outgoing(peer: &str, method: &axum::http::Method, authority: &str) -> Option<(tracing::Span, RequestContext)> {
+    if !exporting() {
+        return None;
+    }
+    let caller = RequestContext::current()?;
+    let span = tracing::info_span!(
+        "call",
+        "otel.name" = format!("{method} {peer}").as_str(),
+        "otel.kind" = "client",
+        "peer.service" = peer,
+        "server.address" = authority,
+        "http.request.method" = method.as_str(),
+        "http.response.status_code" = tracing::field::Empty,
+    );
+    // No remote parent: the span's parent is the request span it was made in.
+    let ctx = join(&span, &RequestContext { parent_span_id: None, ..caller });
+    Some((span, ctx))
+}
+
 /// A client span for database work: `db.system.name`, `db.operation.name` and
 /// `db.collection.name`, as OpenTelemetry's conventions name them. Disabled when nothing is
 /// exported.

@@ -224,11 +224,21 @@ async fn an_order_is_one_trace(receiver: Receiver, protocol: &str, extra: &[(&st
         .iter()
         .find(|s| s.attribute("service") == "orders" && s.attribute("route") == "/orders")
         .unwrap_or_else(|| panic!("no orders span for POST /orders in {trace:#?}"));
-    assert_eq!(orders.parent_span_id, gateway.span_id, "the orders span is the gateway's child");
+    // Each call is a client span of the caller's request span, and the parent of the
+    // callee's request span.
+    let call = |from: &Received, to: &Received, peer: &str| {
+        let client = trace.iter().find(|s| s.span_id == to.parent_span_id);
+        let client = client.unwrap_or_else(|| panic!("{}'s parent is not in the trace: {trace:#?}", to.name));
+        assert_eq!(client.parent_span_id, from.span_id, "{} is a call made by {}", client.name, from.name);
+        assert_eq!(client.attribute("peer.service"), peer);
+        assert!(client.attribute("server.address").starts_with("127.0.0.1:"), "{client:?}");
+    };
+    call(&gateway, orders, "orders");
     let catalog = trace
         .iter()
-        .find(|s| s.attribute("service") == "catalog" && s.parent_span_id == orders.span_id)
-        .unwrap_or_else(|| panic!("no catalog span called by the orders span in {trace:#?}"));
+        .find(|s| s.attribute("service") == "catalog" && s.attribute("route") == "/reservations")
+        .unwrap_or_else(|| panic!("no catalog span for the reservation in {trace:#?}"));
+    call(orders, catalog, "catalog");
     assert!(catalog.name.starts_with("catalog POST /reservations"), "{}", catalog.name);
     // The order.created event, written in the order's transaction, carried the orders span's
     // context through the outbox: the catalog's work on it is that span's child, and the

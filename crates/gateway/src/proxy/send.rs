@@ -68,9 +68,20 @@ impl Service<Try> for Send {
             headers.insert(header::HOST, host);
         }
         headers.insert(kit::context::X_REQUEST_TIMEOUT_MS.clone(), kit::context::timeout_header(exchange.time_left()));
-        let sending = self.client.request(outgoing);
+        // Exported, each attempt is a span of its own, the parent of the service's.
+        let traced = kit::traces::outgoing(exchange.upstream.name, &exchange.method, &instance.authority);
+        if let Some((_, ctx)) = &traced
+            && let Ok(traceparent) = HeaderValue::from_str(&ctx.traceparent())
+        {
+            headers.insert(kit::context::TRACEPARENT.clone(), traceparent);
+        }
+        let span = traced.map_or_else(tracing::Span::none, |(span, _)| span);
+        let sending = tracing::Instrument::instrument(self.client.request(outgoing), span.clone());
         Box::pin(async move {
             let sent = sending.await;
+            if let Ok(res) = &sent {
+                span.record("http.response.status_code", res.status().as_u16());
+            }
             // A streamed body that failed on the client's side (over the limit, or cut off)
             // fails the request whatever the instance did.
             if let Some(fault) = exchange.payload.client_fault() {
