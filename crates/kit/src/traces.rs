@@ -194,6 +194,15 @@ pub fn outgoing(peer: &str, method: &axum::http::Method, authority: &str) -> Opt
     Some((span, ctx))
 }
 
+/// A span for a piece of work inside a service worth seeing in a trace (password hashing,
+/// say); disabled when nothing is exported.
+pub fn internal(name: &str) -> tracing::Span {
+    if !exporting() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!("work", "otel.name" = name, "otel.kind" = "internal")
+}
+
 /// A client span for database work: `db.system.name`, `db.operation.name` and
 /// `db.collection.name`, as OpenTelemetry's conventions name them. Disabled when nothing is
 /// exported.

@@ -181,6 +181,19 @@ async fn an_order_is_one_trace(receiver: Receiver, protocol: &str, extra: &[(&st
     let up = Up::start(&env);
     let http = reqwest::Client::new();
     let token = login(&http, &up.gateway, "bob", "bob123").await;
+    // Signing in hashes the password: a span of its own under the users service's request.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let spans = receiver.spans();
+        let login = spans.iter().find(|s| s.attribute("service") == "users" && s.attribute("route") == "/users/login");
+        if let Some(login) = login
+            && spans.iter().any(|s| s.name == "users argon2" && s.parent_span_id == login.span_id)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no password hashing span under the users service's /users/login");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let res = http
         .post(format!("{}/api/orders", up.gateway))
         .bearer_auth(&token)

@@ -71,18 +71,21 @@ impl PasswordHasher {
         queue_timeout: Duration,
         work: impl FnOnce(Argon2<'static>) -> T + Send + 'static,
     ) -> Result<T> {
-        let permit = tokio::time::timeout(queue_timeout, self.slots.clone().acquire_owned())
+        // In a trace: the wait for a hashing slot and the hashing itself.
+        let run = async move {
+            let permit = tokio::time::timeout(queue_timeout, self.slots.clone().acquire_owned())
+                .await
+                .map_err(|_| UsersError::Domain(UserFailure::Busy))?
+                .map_err(|_| UsersError::Domain(UserFailure::Busy))?;
+            let argon2 = self.argon2();
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                work(argon2)
+            })
             .await
-            .map_err(|_| UsersError::Domain(UserFailure::Busy))?
-            .map_err(|_| UsersError::Domain(UserFailure::Busy))?;
-        let argon2 = self.argon2();
-        let out = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            work(argon2)
-        })
-        .await
-        .map_err(|e| UsersError::Internal(format!("hashing task: {e}")))?;
-        Ok(out)
+            .map_err(|e| UsersError::Internal(format!("hashing task: {e}")))
+        };
+        tracing::Instrument::instrument(run, kit::traces::internal("users argon2")).await
     }
 
     pub async fn hash(&self, password: &Password) -> Result<String> {
