@@ -10,8 +10,9 @@
 //!   export off again.
 //!
 //! Spans leave in batches from a queue of bounded size on the SDK's own thread: no request
-//! waits on the collector, and when it is down or absent a full queue drops spans and the
-//! SDK warns (at most once a batch interval), nothing else.
+//! waits on the collector. When it is down or absent, each batch is dropped after the
+//! exporter's retries and the SDK logs that (two lines) once a batch interval
+//! (`OTEL_BSP_SCHEDULE_DELAY`, 5 s by default), nothing else.
 //!
 //! Each request's span ([`crate::layers::AccessLogLayer`]) joins the trace of the
 //! `traceparent` it came with, and the calls it makes carry its own span as their parent
