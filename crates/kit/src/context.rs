@@ -125,14 +125,14 @@ fn is_acceptable_request_id(value: &str) -> bool {
 }
 
 /// The parts of a W3C `traceparent` this platform reads.
-struct TraceParent<'a> {
-    trace_id: &'a str,
-    parent_id: &'a str,
-    sampled: bool,
+pub(crate) struct TraceParent<'a> {
+    pub(crate) trace_id: &'a str,
+    pub(crate) parent_id: &'a str,
+    pub(crate) sampled: bool,
 }
 
 /// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`; all-zero ids are invalid.
-fn parse_traceparent(value: &str) -> Option<TraceParent<'_>> {
+pub(crate) fn parse_traceparent(value: &str) -> Option<TraceParent<'_>> {
     let mut parts = value.trim().split('-');
     let version = parts.next()?;
     let trace_id = parts.next()?;

@@ -143,20 +143,24 @@ pub fn join(span: &tracing::Span, ctx: &RequestContext) -> RequestContext {
 
 /// The caller's span, as a parent for ours, when the request came with a valid one.
 fn parent_of(ctx: &RequestContext) -> Option<opentelemetry::Context> {
-    let remote = SpanContext::new(
-        TraceId::from_hex(&ctx.trace_id).ok()?,
-        opentelemetry::trace::SpanId::from_hex(ctx.parent_span_id.as_deref()?).ok()?,
-        if ctx.sampled { TraceFlags::SAMPLED } else { TraceFlags::default() },
-        true,
-        TraceState::default(),
-    );
-    remote.is_valid().then(|| opentelemetry::Context::new().with_remote_span_context(remote))
+    remote_span(&ctx.trace_id, ctx.parent_span_id.as_deref()?, ctx.sampled)
 }
 
 /// The trace context a W3C `traceparent` names, when it is well formed.
 fn remote(traceparent: &str) -> Option<opentelemetry::Context> {
-    let header = axum::http::HeaderValue::from_str(traceparent).ok()?;
-    parent_of(&RequestContext::from_headers(None, Some(&header)))
+    let t = crate::context::parse_traceparent(traceparent)?;
+    remote_span(t.trace_id, t.parent_id, t.sampled)
+}
+
+fn remote_span(trace_id: &str, span_id: &str, sampled: bool) -> Option<opentelemetry::Context> {
+    let remote = SpanContext::new(
+        TraceId::from_hex(trace_id).ok()?,
+        opentelemetry::trace::SpanId::from_hex(span_id).ok()?,
+        if sampled { TraceFlags::SAMPLED } else { TraceFlags::default() },
+        true,
+        TraceState::default(),
+    );
+    remote.is_valid().then(|| opentelemetry::Context::new().with_remote_span_context(remote))
 }
 
 /// A span for the work one message causes (`kind` "consumer"), the child of the request that
