@@ -11,10 +11,11 @@ use serde_json::json;
 /// the same time, or the time would tell which names have accounts. Both spend one Argon2
 /// verification (a decoy hash for the unknown name). 50 pairs, each an unknown name and a
 /// wrong password back to back, so that whatever else the machine does falls on both alike:
-/// the pairs' median difference is under 10% of the median attempt. A name answered without
-/// the decoy verification, or with a cheaper one, shows as a difference of 50% and more; on a
-/// busy 2-core machine the honest difference has measured up to ±6%, so a 5% bound failed
-/// `cargo test` now and then without a leak. In a test binary of its
+/// the pairs' median difference is under 10% of the median attempt, in the best of up to three
+/// rounds. A name answered without the decoy verification, or with a cheaper one, shows as a
+/// difference of 50% and more in every round; on a busy 2-core machine the honest difference
+/// has measured up to ±6% and once 16%, so a single round failed `cargo test` now and then
+/// without a leak. In a test binary of its
 /// own, so that `cargo test` runs it with nothing else on the machine's cores (other users
 /// tests hash passwords in parallel), and alone in nextest's CI profile (.config/nextest.toml).
 #[tokio::test]
@@ -37,8 +38,40 @@ async fn an_unknown_name_and_a_wrong_password_take_the_same_time() {
         }
     };
     attempt("warm-up".into()).await; // the decoy hash is made on first use
-    // Whichever of a pair goes first is a little slower, so the order alternates and the two
-    // orders' median differences are averaged: the order effect cancels out.
+    // A leak shows in every round; a busy machine (CI's test step once measured 16% with no
+    // leak) only in some. So up to three rounds, and the best of them is held to the bound.
+    let mut best = f64::INFINITY;
+    for round in 1..=3 {
+        let (difference, wrong) = round_of_pairs(&attempt).await;
+        let gap = difference.abs() / wrong;
+        println!(
+            "login timing, round {round}: wrong password median {:.2} ms; unknown name minus wrong password, median of 50 pairs: {:+.2} ms ({:.1}%)",
+            wrong * 1e3,
+            difference * 1e3,
+            gap * 100.0
+        );
+        best = best.min(gap);
+        if best < 0.10 {
+            break;
+        }
+    }
+    assert!(
+        best < 0.10,
+        "in each of three rounds an unknown name took {:.1}% or more longer than a wrong password",
+        best * 100.0
+    );
+    data.cleanup().await;
+}
+
+/// 50 pairs, each an unknown name and a wrong password back to back: the pairs' median
+/// difference and the median wrong-password attempt, in seconds. Whichever of a pair goes
+/// first is a little slower, so the order alternates and the two orders' median differences
+/// are averaged: the order effect cancels out.
+async fn round_of_pairs<F, Fut>(attempt: &F) -> (f64, f64)
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = f64>,
+{
     let (mut unknown_first, mut wrong_first, mut wrong) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..50 {
         if i % 2 == 0 {
@@ -57,20 +90,5 @@ async fn an_unknown_name_and_a_wrong_password_take_the_same_time() {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let difference = (median(unknown_first) + median(wrong_first)) / 2.0;
-    let wrong = median(wrong);
-    let gap = difference.abs() / wrong;
-    println!(
-        "login timing: wrong password median {:.2} ms; unknown name minus wrong password, median of 50 pairs: {:+.2} ms ({:.1}%)",
-        wrong * 1e3,
-        difference * 1e3,
-        gap * 100.0
-    );
-    assert!(
-        gap < 0.10,
-        "an unknown name takes {:+.2} ms more than a wrong password ({:.1}%)",
-        difference * 1e3,
-        gap * 100.0
-    );
-    data.cleanup().await;
+    ((median(unknown_first) + median(wrong_first)) / 2.0, median(wrong))
 }
