@@ -464,8 +464,8 @@ impl Catalog {
     /// service could not), a cancelled one returns its stock. Each event id takes effect once.
     pub async fn apply_events(&self, events: &[Event]) -> Result<DeliveryReport> {
         let mut report = DeliveryReport { applied: 0, duplicates: 0, ignored: 0 };
-        // Each event's work joins the trace of the request that made it (while exported).
-        let traced: Vec<tracing::Span> = match kit::traces::exporting() {
+        // Each event's work joins the trace of the request that made it (while recorded).
+        let traced: Vec<tracing::Span> = match kit::traces::recording() {
             true => events
                 .iter()
                 .map(|e| {

@@ -307,7 +307,7 @@ impl RpcTarget for Shop {
         args: Vec<Value>,
         _ctx: &'a CallContext,
     ) -> BoxFuture<'a, Result<Value, RpcError>> {
-        Box::pin(async move {
+        Box::pin(kit::traces::procedure("capnweb", "Shop", method, async move {
             self.admit(method).await?;
             match method {
                 "login" => self.login(string_arg(&args, 0, "username")?, string_arg(&args, 1, "password")?).await,
@@ -341,7 +341,7 @@ impl RpcTarget for Shop {
                 }
                 other => Err(RpcError::method_not_found(other)),
             }
-        })
+        }))
     }
 }
 
@@ -373,7 +373,7 @@ impl RpcTarget for UserCap {
         args: Vec<Value>,
         _ctx: &'a CallContext,
     ) -> BoxFuture<'a, Result<Value, RpcError>> {
-        Box::pin(async move {
+        Box::pin(kit::traces::procedure("capnweb", "User", method, async move {
             self.check_alive().await?;
             match method {
                 "getId" => Ok(Value::String(self.id.clone())),
@@ -387,7 +387,7 @@ impl RpcTarget for UserCap {
                 SEAL_METHOD => Ok(Value::String(self.seal.clone())),
                 other => Err(RpcError::method_not_found(other)),
             }
-        })
+        }))
     }
 
     fn get(&self, property: &str) -> Result<Value, RpcError> {

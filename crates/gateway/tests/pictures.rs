@@ -9,7 +9,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{Jar, Services, csrf_in, gateway, login};
+use common::{Services, csrf_in, gateway, login, storefront_session};
 
 /// A PNG of noise: it does not compress, so it is about `width × height × 3` bytes.
 fn noisy_png(width: u32, height: u32) -> Vec<u8> {
@@ -97,22 +97,7 @@ async fn an_administrator_uploads_through_the_storefront_and_the_catalogue_shows
     let services = Services::start(&|s| s).await;
     let gw = gateway(services.settings()).await;
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let mut jar = Jar::default();
-    let page = http.get(gw.url("/login")).send().await.unwrap();
-    jar.take(&page);
-    let csrf = csrf_in(&page.text().await.unwrap());
-    // A browser's form post: seed 001's `POST /login` (JSON) shares the path.
-    let res = http
-        .post(gw.url("/login"))
-        .header("accept", "text/html")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("cookie", jar.header())
-        .body(format!("login=alice&password=alice123&_csrf={csrf}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    jar.take(&res);
+    let mut jar = storefront_session(&http, &gw, "alice", "alice123").await;
 
     let page = http.get(gw.url("/admin/products/12")).header("cookie", jar.header()).send().await.unwrap();
     assert_eq!(page.status(), StatusCode::OK);

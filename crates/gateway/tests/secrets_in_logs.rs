@@ -1,6 +1,7 @@
 //! No secret reaches the logs: a short session through the gateway with `LOG_LEVEL=debug` and
 //! `LOG_FORMAT=json`, written by the platform's own logging set-up into memory, then searched
-//! for every password, token, hash and key the session used. A test binary of its own, since it
+//! for every password, token, hash and key the session used, and so are the traces the process
+//! kept in memory. A test binary of its own, since it
 //! installs the process's log subscriber.
 
 use std::time::Duration;
@@ -122,26 +123,35 @@ async fn debug_logs_hold_no_passwords_tokens_hashes_or_keys() {
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     secrets.push(("the signing key".into(), body));
 
-    let text = logs.text();
-    let lines: Vec<&str> = text.lines().collect();
+    // The traces kept for the admin's Traces page are searched with the logs: span names and
+    // attributes are operations and ids, never values.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let kept = kit::traces::recent().expect("traces are kept by default").list();
+    assert!(kept.len() > 10, "the session left {} traces", kept.len());
+    let spans: String =
+        kept.iter().flat_map(|t| &t.spans).map(|s| format!("{} {:?}\n", s.name, s.attributes)).collect();
+    let logged = logs.text();
+    let lines: Vec<&str> = logged.lines().collect();
     assert!(lines.len() > 50, "the session logged only {} lines", lines.len());
     assert!(lines.iter().all(|l| serde_json::from_str::<Value>(l).is_ok()), "every line is JSON");
-    assert!(text.contains("\"level\":\"DEBUG\""), "LOG_LEVEL=debug was not in force");
+    assert!(logged.contains("\"level\":\"DEBUG\""), "LOG_LEVEL=debug was not in force");
+    let text = logged.clone() + &spans;
     assert!(text.contains("\"message\":\"access\""), "requests were not logged");
     for (what, secret) in &secrets {
-        assert!(!text.contains(secret.as_str()), "{what} is in the logs");
+        assert!(!text.contains(secret.as_str()), "{what} is in the logs or the kept traces");
         // Tokens are three parts; none of their signatures or payloads may appear either.
         for part in secret.split('.').filter(|p| p.len() >= 16) {
-            assert!(!text.contains(part), "part of {what} is in the logs");
+            assert!(!text.contains(part), "part of {what} is in the logs or the kept traces");
         }
     }
     for marker in ["$argon2", "PRIVATE KEY", "password_hash", "Bearer ey", "om_session="] {
-        assert!(!text.contains(marker), "{marker} is in the logs");
+        assert!(!text.contains(marker), "{marker} is in the logs or the kept traces");
     }
     println!(
-        "secrets in logs: {} JSON lines at LOG_LEVEL=debug, none with any of {} secrets (passwords, tokens, \
-         cookies, the client secret, the signing key) or an Argon2 hash",
+        "secrets in logs: {} JSON lines at LOG_LEVEL=debug and {} kept spans, none with any of {} secrets \
+         (passwords, tokens, cookies, the client secret, the signing key) or an Argon2 hash",
         lines.len(),
+        spans.lines().count(),
         secrets.len()
     );
     services.finish().await;

@@ -144,7 +144,7 @@ where
         // Exported, the span joins the caller's trace and becomes the parent of this
         // request's own calls (the context they send is this span's).
         let joined = match &ctx {
-            Some(ctx) if crate::traces::exporting() => {
+            Some(ctx) if crate::traces::recording() => {
                 span.record("otel.name", format!("{} {} {}", self.service, req.method(), route).as_str());
                 span.record("otel.kind", "server");
                 let joined = crate::traces::join(&span, ctx);
@@ -169,7 +169,7 @@ where
                 if let Some(template) = template {
                     span.record("route", &*template.0);
                 }
-                if crate::traces::exporting() {
+                if crate::traces::recording() {
                     crate::traces::finish(&span, service, &method, template.map(|t| &*t.0), res.status());
                 }
                 let status = res.status().as_u16();

@@ -1,11 +1,13 @@
 //! Logging and tracing set up once per process: logs human-readable on a terminal, JSON lines
 //! otherwise or with `LOG_FORMAT=json`; `LOG_LEVEL` (the seeds' name) or `RUST_LOG` choose
-//! what is shown. Spans are exported over OTLP when the standard `OTEL_*` variables say where
+//! what is shown. Spans are exported over OTLP when the standard `OTEL_*` variables say where,
+//! and the last `TRACES_KEPT` traces are kept in memory for the admin's Traces page
 //! ([`crate::traces`]).
 
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -24,7 +26,13 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// Where spans are exported, if anywhere ([`TraceExport::from_env`]).
     pub traces: Option<TraceExport>,
+    /// How many of the last traces the process keeps in memory (`TRACES_KEPT`; 0: none).
+    pub keep_traces: usize,
 }
+
+/// Traces kept in memory unless `TRACES_KEPT` says otherwise: a few minutes of a developer's
+/// clicking, a few MB at most (256 spans a trace at most).
+pub const DEFAULT_KEPT_TRACES: usize = 100;
 
 impl LogConfig {
     pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
@@ -55,7 +63,10 @@ impl LogConfig {
                 }
             },
         };
-        Ok(LogConfig { filter, format, traces: None })
+        let keep_traces = s.parse_checked(&["TRACES_KEPT"], DEFAULT_KEPT_TRACES, |n| {
+            if *n <= 10_000 { Ok(()) } else { Err("at most 10000 traces are kept".to_string()) }
+        })?;
+        Ok(LogConfig { filter, format, traces: None, keep_traces })
     }
 }
 
@@ -85,8 +96,10 @@ where
         filter = filter.add_directive("opentelemetry_sdk=warn".parse().expect("static directive"));
         filter = filter.add_directive("opentelemetry_otlp=warn".parse().expect("static directive"));
     }
-    let traces = config.traces.as_ref().map(crate::traces::layer).transpose()?;
-    let registry = tracing_subscriber::registry().with(filter).with(traces);
+    // Each layer filters for itself: `LOG_LEVEL=warn` quietens the logs, not the traces.
+    let traces = crate::traces::layer(config.traces.as_ref(), config.keep_traces)?
+        .map(|layer| layer.with_filter(crate::traces::recorded_spans()));
+    let registry = tracing_subscriber::registry().with(traces);
     let _ = match config.format {
         LogFormat::Json => registry
             .with(
@@ -96,12 +109,13 @@ where
                     .flatten_event(true)
                     .with_current_span(true)
                     .with_span_list(false)
-                    .with_target(false),
+                    .with_target(false)
+                    .with_filter(filter),
             )
             .try_init(),
-        LogFormat::Pretty => {
-            registry.with(tracing_subscriber::fmt::layer().with_writer(writer).compact().with_target(false)).try_init()
-        }
+        LogFormat::Pretty => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(writer).compact().with_target(false).with_filter(filter))
+            .try_init(),
     };
     Ok(())
 }

@@ -14,23 +14,34 @@
 //! exporter's retries and the SDK logs that (two lines) once a batch interval
 //! (`OTEL_BSP_SCHEDULE_DELAY`, 5 s by default), nothing else.
 //!
+//! Without a collector the process keeps its last traces in memory ([`recent`], `TRACES_KEPT`,
+//! 100 by default): the admin storefront's Traces page draws them.
+//!
 //! Each request's span ([`crate::layers::AccessLogLayer`]) joins the trace of the
 //! `traceparent` it came with, and the calls it makes carry its own span as their parent
 //! ([`join`]), so one order is one trace across the gateway and the services.
 
+mod recent;
+
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use opentelemetry::trace::{SpanContext, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _};
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
+pub use recent::{KeptSpan, KeptTrace, RecentTraces};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::context::RequestContext;
 
-static EXPORTING: AtomicBool = AtomicBool::new(false);
+static RECORDING: AtomicBool = AtomicBool::new(false);
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+static RECENT: OnceLock<RecentTraces> = OnceLock::new();
+
+/// How long a finished span waits before the Traces page can show it.
+const KEPT_DELAY: Duration = Duration::from_millis(500);
 
 /// Where and how spans are exported, from the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,45 +82,89 @@ impl TraceExport {
         Ok(Some(TraceExport { endpoint, protocol, default_service_name: default_service_name.to_string() }))
     }
 
-    /// The tracer provider, its exporter and batch. gRPC needs the Tokio runtime current (the
-    /// channel is bound to it); the HTTP exporter runs on the SDK's thread.
-    fn provider(&self) -> Result<SdkTracerProvider, String> {
-        let exporter = match self.protocol {
+    /// The OTLP exporter. gRPC needs the Tokio runtime current (the channel is bound to it);
+    /// the HTTP exporter runs on the SDK's thread.
+    fn exporter(&self) -> Result<opentelemetry_otlp::SpanExporter, String> {
+        match self.protocol {
             Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder().with_tonic().build(),
             _ => opentelemetry_otlp::SpanExporter::builder().with_http().with_protocol(Protocol::HttpBinary).build(),
         }
-        .map_err(|e| format!("the OTLP exporter to {} could not be set up: {e}", self.endpoint))?;
-        // The resource's detectors read OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; a
-        // name given there wins over this default.
+        .map_err(|e| format!("the OTLP exporter to {} could not be set up: {e}", self.endpoint))
+    }
+
+    /// The resource's detectors read OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; a name
+    /// given there wins over this default.
+    fn resource(&self) -> Resource {
         let named = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.trim().is_empty())
             || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|v| v.contains("service.name="));
         let mut resource = Resource::builder();
         if !named {
             resource = resource.with_service_name(self.default_service_name.clone());
         }
-        Ok(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource.build()).build())
+        resource.build()
     }
 }
 
-/// The layer that turns the process's spans into OpenTelemetry spans, when export is on.
+/// The layer that turns the process's spans into OpenTelemetry spans: exported when `export`
+/// says where, the last `keep` traces kept in memory ([`recent`]). None when neither.
 /// Called once, by [`crate::telemetry::init`].
 pub(crate) fn layer<S>(
-    export: &TraceExport,
-) -> Result<tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::SdkTracer>, String>
+    export: Option<&TraceExport>,
+    keep: usize,
+) -> Result<Option<tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::SdkTracer>>, String>
 where
     S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
 {
-    let provider = export.provider()?;
+    if export.is_none() && keep == 0 {
+        return Ok(None);
+    }
+    let mut provider = SdkTracerProvider::builder();
+    if let Some(export) = export {
+        provider = provider.with_batch_exporter(export.exporter()?).with_resource(export.resource());
+    }
+    if keep > 0 {
+        let recent = RECENT.get_or_init(|| RecentTraces::new(keep));
+        let batch = BatchConfigBuilder::default().with_scheduled_delay(KEPT_DELAY).build();
+        provider = provider.with_span_processor(
+            BatchSpanProcessor::builder(recent::KeepRecent(recent)).with_batch_config(batch).build(),
+        );
+    }
+    let provider = provider.build();
     let tracer = provider.tracer("ordermesh");
     let _ = PROVIDER.set(provider);
-    EXPORTING.store(true, Ordering::Relaxed);
-    Ok(tracing_opentelemetry::layer().with_tracer(tracer).with_tracked_inactivity(false))
+    RECORDING.store(true, Ordering::Relaxed);
+    Ok(Some(tracing_opentelemetry::layer().with_tracer(tracer).with_tracked_inactivity(false)))
 }
 
-/// Whether spans are being exported: the request layers do the work of joining traces only
-/// then.
-pub fn exporting() -> bool {
-    EXPORTING.load(Ordering::Relaxed)
+/// What becomes a span in a trace: this platform's spans (at info), not the libraries' own
+/// (the exporter's, the HTTP stacks'), whatever the logs show.
+pub(crate) fn recorded_spans() -> tracing_subscriber::filter::Targets {
+    use tracing_subscriber::filter::LevelFilter;
+    tracing_subscriber::filter::Targets::new().with_default(LevelFilter::INFO).with_targets(
+        [
+            "opentelemetry",
+            "opentelemetry_sdk",
+            "opentelemetry_otlp",
+            "hyper",
+            "hyper_util",
+            "h2",
+            "tonic",
+            "reqwest",
+            "sqlx",
+        ]
+        .map(|target| (target, LevelFilter::OFF)),
+    )
+}
+
+/// The traces this process keeps in memory, when it keeps any.
+pub fn recent() -> Option<&'static RecentTraces> {
+    RECENT.get()
+}
+
+/// Whether spans are recorded (exported or kept): the request layers do the work of joining
+/// traces only then.
+pub fn recording() -> bool {
+    RECORDING.load(Ordering::Relaxed)
 }
 
 /// Sends what is still queued and stops the exporter; at the end of the process.
@@ -164,10 +219,10 @@ fn remote_span(trace_id: &str, span_id: &str, sampled: bool) -> Option<opentelem
 }
 
 /// A span for the work one message causes (`kind` "consumer"), the child of the request that
-/// sent it (its `traceparent`); a disabled span when nothing is exported. It lasts until
+/// sent it (its `traceparent`); a disabled span when nothing is recorded. It lasts until
 /// dropped: keep it while the message's work is done.
 pub fn follow(name: &str, kind: &'static str, traceparent: Option<&str>) -> tracing::Span {
-    if !exporting() {
+    if !recording() {
         return tracing::Span::none();
     }
     let span = tracing::info_span!("message", "otel.name" = name, "otel.kind" = kind);
@@ -178,10 +233,10 @@ pub fn follow(name: &str, kind: &'static str, traceparent: Option<&str>) -> trac
 }
 
 /// A client span for one call to another service (one attempt), and the context to send with
-/// it, so that the callee's request span is this span's child. None when nothing is exported
+/// it, so that the callee's request span is this span's child. None when nothing is recorded
 /// or the caller is not serving a request.
 pub fn outgoing(peer: &str, method: &axum::http::Method, authority: &str) -> Option<(tracing::Span, RequestContext)> {
-    if !exporting() {
+    if !recording() {
         return None;
     }
     let caller = RequestContext::current()?;
@@ -200,9 +255,9 @@ pub fn outgoing(peer: &str, method: &axum::http::Method, authority: &str) -> Opt
 }
 
 /// A span for a piece of work inside a service worth seeing in a trace (password hashing,
-/// say); disabled when nothing is exported.
+/// say); disabled when nothing is recorded.
 pub fn internal(name: &str) -> tracing::Span {
-    if !exporting() {
+    if !recording() {
         return tracing::Span::none();
     }
     tracing::info_span!("work", "otel.name" = name, "otel.kind" = "internal")
@@ -210,9 +265,9 @@ pub fn internal(name: &str) -> tracing::Span {
 
 /// A client span for database work: `db.system.name`, `db.operation.name` and
 /// `db.collection.name`, as OpenTelemetry's conventions name them. Disabled when nothing is
-/// exported.
+/// recorded.
 pub fn database(system: &'static str, operation: &'static str, table: &'static str) -> tracing::Span {
-    if !exporting() {
+    if !recording() {
         return tracing::Span::none();
     }
     tracing::info_span!(
@@ -227,14 +282,14 @@ pub fn database(system: &'static str, operation: &'static str, table: &'static s
 
 /// Runs `work` in a span of its own (`kind` "producer", say) that is linked to every request
 /// it works for, as a batch of their events is: the calls `work` makes carry this span as
-/// their parent. Without export, just `work`.
+/// their parent. When nothing is recorded, just `work`.
 pub async fn linked<'a, F: Future>(
     name: &str,
     kind: &'static str,
     traceparents: impl IntoIterator<Item = &'a str>,
     work: F,
 ) -> F::Output {
-    if !exporting() {
+    if !recording() {
         return work.await;
     }
     let span = tracing::info_span!("batch", "otel.name" = name, "otel.kind" = kind);
@@ -243,7 +298,38 @@ pub async fn linked<'a, F: Future>(
             span.add_link(cx.span().span_context().clone());
         }
     }
-    let ctx = join(&span, &RequestContext::from_headers(None, None));
+    within(span, RequestContext::from_headers(None, None), work).await
+}
+
+/// Runs one remote procedure call (`system` "capnweb", say) in a span of its own: the child of
+/// the request it arrived in (an HTTP batch) or of whatever the session runs under, with the
+/// method's name; the calls it makes carry this span as their parent. When nothing is
+/// recorded, just `work`.
+pub async fn procedure<F: Future>(system: &'static str, service: &str, method: &str, work: F) -> F::Output {
+    if !recording() {
+        return work.await;
+    }
+    // The name is the peer's: an identifier of sane length, or not shown.
+    let method = if method.len() <= 64 && method.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$') {
+        method
+    } else {
+        "(unknown)"
+    };
+    let span = tracing::info_span!(
+        "procedure",
+        "otel.name" = format!("{system} {service}.{method}").as_str(),
+        "otel.kind" = "server",
+        "rpc.system" = system,
+        "rpc.service" = service,
+        "rpc.method" = method,
+    );
+    let caller = RequestContext::current().unwrap_or_else(|| RequestContext::from_headers(None, None));
+    within(span, RequestContext { parent_span_id: None, ..caller }, work).await
+}
+
+/// `work` in `span`, with the context its calls send made from the span's ids.
+async fn within<F: Future>(span: tracing::Span, base: RequestContext, work: F) -> F::Output {
+    let ctx = join(&span, &base);
     tracing::Instrument::instrument(ctx.scope(work), span).await
 }
 

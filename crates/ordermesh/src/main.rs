@@ -159,6 +159,10 @@ fn main() -> std::process::ExitCode {
         Ok(l) => l,
         Err(e) => return fail(&e),
     };
+    // Only the processes that serve requests keep traces for the Traces page.
+    if !matches!(cli.command, None | Some(Command::Up { .. } | Command::Serve { .. })) {
+        log.keep_traces = 0;
+    }
     log.traces = match kit::traces::TraceExport::from_env(&trace_service_name(cli.command.as_ref())) {
         Ok(t) => t,
         Err(e) => return fail(&e),

@@ -61,6 +61,28 @@ impl Jar {
     }
 }
 
+/// Signs in to the storefront as a browser does (the sign-in form, its CSRF token, the
+/// cookies it sets): the jar of the signed-in session.
+pub async fn storefront_session(http: &reqwest::Client, gw: &TestServer, login: &str, password: &str) -> Jar {
+    let mut jar = Jar::default();
+    let page = http.get(gw.url("/login")).send().await.unwrap();
+    jar.take(&page);
+    let csrf = csrf_in(&page.text().await.unwrap());
+    // A browser's form post: seed 001's `POST /login` (JSON) shares the path.
+    let res = http
+        .post(gw.url("/login"))
+        .header("accept", "text/html")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", jar.header())
+        .body(format!("login={login}&password={password}&_csrf={csrf}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER, "{login} signs in to the storefront");
+    jar.take(&res);
+    jar
+}
+
 /// The CSRF token of the first form on a storefront page.
 pub fn csrf_in(html: &str) -> String {
     let at = html.find("name=\"_csrf\" value=\"").expect("a form") + "name=\"_csrf\" value=\"".len();

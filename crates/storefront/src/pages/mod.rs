@@ -54,6 +54,8 @@ pub fn routes() -> Router<Web> {
         .route("/admin/orders/{id}/status", post(admin::set_order_status))
         .route("/admin/users", get(admin::users))
         .route("/admin/users/{id}/role", post(admin::set_role))
+        .route("/admin/traces", get(admin::traces))
+        .route("/admin/traces/{id}", get(admin::trace))
 }
 
 /// 303 See Other: after a POST, the browser GETs the target.

@@ -1,14 +1,16 @@
-//! The administrators' pages: the dashboard here, products, all orders and users in their own
-//! modules. Each checks the role first (403 for anyone else signed in); the services check it
+//! The administrators' pages: the dashboard here, products, all orders, users and traces in
+//! their own modules. Each checks the role first (403 for anyone else signed in); the services check it
 //! again.
 
 mod orders;
 pub mod pictures;
 mod products;
+mod traces;
 mod users;
 
 pub use orders::{orders, set_order_status};
 pub use products::{create_product, edit_product, product, products, set_active, set_price, set_stock};
+pub use traces::{trace, traces};
 pub use users::{set_role, users};
 
 use axum::http::StatusCode;
@@ -31,6 +33,7 @@ fn admin_nav(current: &str) -> maud::Markup {
                 (item("/admin/products", "Products"))
                 (item("/admin/orders", "Orders"))
                 (item("/admin/users", "Users"))
+                (item("/admin/traces", "Traces"))
             }
         }
     }
