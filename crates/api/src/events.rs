@@ -32,6 +32,11 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_length = 128)]
     pub traceparent: Option<String>,
+    /// The W3C `tracestate` that came with that trace context (vendors' own data), passed on
+    /// unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 512)]
+    pub tracestate: Option<String>,
 }
 
 impl Event {
@@ -59,6 +64,9 @@ impl Event {
         }
         if self.traceparent.as_ref().is_some_and(|t| t.len() > 128) {
             return Err(("traceparent", "must be at most 128 characters"));
+        }
+        if self.tracestate.as_ref().is_some_and(|t| t.len() > 512) {
+            return Err(("tracestate", "must be at most 512 characters"));
         }
         Ok(())
     }

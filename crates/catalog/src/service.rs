@@ -469,7 +469,12 @@ impl Catalog {
             true => events
                 .iter()
                 .map(|e| {
-                    kit::traces::follow(&format!("catalog apply {}", e.kind), "consumer", e.traceparent.as_deref())
+                    kit::traces::follow(
+                        &format!("catalog apply {}", e.kind),
+                        "consumer",
+                        e.traceparent.as_deref(),
+                        e.tracestate.as_deref(),
+                    )
                 })
                 .collect(),
             false => Vec::new(),

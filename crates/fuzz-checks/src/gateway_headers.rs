@@ -1,5 +1,5 @@
-//! The headers the gateway and every service read from clients: `x-request-id` and
-//! `traceparent` (kept or replaced, then echoed and passed on), `X-Forwarded-For` with the
+//! The headers the gateway and every service read from clients: `x-request-id`,
+//! `traceparent` and `tracestate` (kept or replaced, then echoed and passed on), `X-Forwarded-For` with the
 //! trusted-proxy list, and `Authorization` down to token verification (HS256 and EdDSA).
 //! Echoed values must be safe header values; a client that is not a trusted proxy is never
 //! someone else; no fuzzed token is ever accepted.
@@ -53,19 +53,29 @@ pub fn check(data: &[u8]) {
     let forwarded_for = fields.next().unwrap_or_default();
     let authorization = fields.next().unwrap_or_default();
     let trusted = fields.next().unwrap_or_default();
+    let tracestate = fields.next().unwrap_or_default();
 
     // Request id and trace context: whatever comes in, what goes out is a plain header value.
     let rid = HeaderValue::from_bytes(request_id).ok();
     let tp = HeaderValue::from_bytes(traceparent).ok();
-    let ctx = RequestContext::from_headers(rid.as_ref(), tp.as_ref());
+    let ts = HeaderValue::from_bytes(tracestate).ok();
+    let ctx = RequestContext::from_headers(rid.as_ref(), tp.as_ref()).with_tracestate(ts.as_ref());
     assert!(!ctx.request_id.is_empty() && ctx.request_id.len() <= 128);
     assert!(HeaderValue::from_str(&ctx.request_id).is_ok());
     if rid.as_ref().and_then(|v| v.to_str().ok()) != Some(&*ctx.request_id) {
         assert_eq!(ctx.request_id.len(), 32, "a replaced request id is a fresh one");
     }
-    let [(_, request_id_out), (_, traceparent_out)] = ctx.outgoing_headers();
-    assert_eq!(request_id_out, &*ctx.request_id, "the request id went out altered: {ctx:?}");
-    assert_eq!(traceparent_out, ctx.traceparent().as_str(), "the trace context went out altered: {ctx:?}");
+    let out: Vec<_> = ctx.outgoing_headers().map(|(_, value)| value).collect();
+    assert_eq!(out[0], &*ctx.request_id, "the request id went out altered: {ctx:?}");
+    assert_eq!(out[1], ctx.traceparent().as_str(), "the trace context went out altered: {ctx:?}");
+    match (&ctx.tracestate, out.get(2)) {
+        (Some(state), Some(sent)) => {
+            assert!(ctx.parent_span_id.is_some(), "a trace state without a trace to join: {ctx:?}");
+            assert!(state.len() <= 512 && sent == &**state, "the trace state went out altered: {ctx:?}");
+        }
+        (None, None) => {}
+        _ => panic!("the trace state and what went out disagree: {ctx:?}"),
+    }
     assert_eq!(ctx.trace_id.len(), 32);
 
     // X-Forwarded-For with a fuzzed trusted-proxy list.

@@ -9,6 +9,11 @@ use rand::RngCore;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// Vendors' trace state, passed on unchanged with the trace it belongs to (W3C Trace Context).
+pub static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// The longest `tracestate` passed on: what the W3C recommends every platform carry at least.
+const LONGEST_TRACESTATE: usize = 512;
 /// How long the caller will still wait, in milliseconds: each hop passes on what is left, so
 /// a service stops working on a request its client has given up on.
 pub static X_REQUEST_TIMEOUT_MS: HeaderName = HeaderName::from_static("x-request-timeout-ms");
@@ -43,6 +48,8 @@ pub struct RequestContext {
     pub parent_span_id: Option<Arc<str>>,
     /// Whether the trace is recorded (the `traceparent` flag); passed on as it came.
     pub sampled: bool,
+    /// The caller's `tracestate`, well formed, when it joined a trace: passed on as it came.
+    pub tracestate: Option<Arc<str>>,
     /// When the caller stops waiting, if it said (`X-Request-Timeout-Ms`).
     pub deadline: Option<Instant>,
 }
@@ -71,8 +78,18 @@ impl RequestContext {
             span_id: Arc::from(random_hex(8)),
             parent_span_id,
             sampled,
+            tracestate: None,
             deadline: None,
         }
+    }
+
+    /// Keeps the caller's `tracestate` when it came with a trace to join and is well formed
+    /// (a malformed or oversized one is dropped, as the W3C allows; a valid one is passed on).
+    pub fn with_tracestate(mut self, tracestate: Option<&HeaderValue>) -> Self {
+        if self.parent_span_id.is_some() {
+            self.tracestate = tracestate.and_then(|v| v.to_str().ok()).and_then(parse_tracestate).map(Arc::from);
+        }
+        self
     }
 
     pub fn traceparent(&self) -> String {
@@ -100,17 +117,12 @@ impl RequestContext {
     }
 
     /// Headers to put on an outgoing call so the next hop joins this request's trace.
-    pub fn outgoing_headers(&self) -> [(HeaderName, HeaderValue); 2] {
-        [
-            (
-                X_REQUEST_ID.clone(),
-                HeaderValue::from_str(&self.request_id).unwrap_or_else(|_| HeaderValue::from_static("invalid")),
-            ),
-            (
-                TRACEPARENT.clone(),
-                HeaderValue::from_str(&self.traceparent()).unwrap_or_else(|_| HeaderValue::from_static("invalid")),
-            ),
-        ]
+    pub fn outgoing_headers(&self) -> impl Iterator<Item = (HeaderName, HeaderValue)> + use<> {
+        let value = |v: &str| HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+        let tracestate = self.tracestate.as_deref().map(|t| (TRACESTATE.clone(), value(t)));
+        [(X_REQUEST_ID.clone(), value(&self.request_id)), (TRACEPARENT.clone(), value(&self.traceparent()))]
+            .into_iter()
+            .chain(tracestate)
     }
 }
 
@@ -149,6 +161,17 @@ pub(crate) fn parse_traceparent(value: &str) -> Option<TraceParent<'_>> {
     Some(TraceParent { trace_id, parent_id: parent, sampled })
 }
 
+/// A W3C `tracestate` as it is passed on: its list members checked (keys, values, at most 32),
+/// printable, at most 512 characters. None for anything else.
+pub fn parse_tracestate(value: &str) -> Option<String> {
+    if value.len() > LONGEST_TRACESTATE || !value.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+        return None;
+    }
+    let parsed: opentelemetry::trace::TraceState = value.parse().ok()?;
+    let header = parsed.header();
+    (!header.is_empty()).then_some(header)
+}
+
 fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::thread_rng().fill_bytes(&mut buf);
@@ -179,6 +202,26 @@ mod tests {
         assert_ne!(&*RequestContext::from_headers(Some(&odd), None).request_id, "has spaces and <html>");
         let long = HeaderValue::from_str(&"a".repeat(500)).unwrap();
         assert_eq!(RequestContext::from_headers(Some(&long), None).request_id.len(), 32);
+    }
+
+    #[test]
+    fn a_well_formed_tracestate_travels_with_the_trace_it_belongs_to() {
+        let tp = HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        let ts = HeaderValue::from_static("congo=t61rcWkgMzE, rojo=00f067aa0ba902b7");
+        let ctx = RequestContext::from_headers(None, Some(&tp)).with_tracestate(Some(&ts));
+        assert_eq!(ctx.tracestate.as_deref(), Some("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"));
+        let out: Vec<(HeaderName, HeaderValue)> = ctx.outgoing_headers().collect();
+        assert_eq!(out.len(), 3);
+        assert_eq!((&out[2].0, out[2].1.to_str().unwrap()), (&TRACESTATE, "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"));
+        // Without a trace to join there is no state to pass on; malformed ones are dropped.
+        let alone = RequestContext::from_headers(None, None).with_tracestate(Some(&ts));
+        assert!(alone.tracestate.is_none() && alone.outgoing_headers().count() == 2);
+        let long = format!("k={}", "v".repeat(600));
+        for bad in ["no-equals", "Upper=case-key", "a=b=c", long.as_str(), "k=café"] {
+            let with = RequestContext::from_headers(None, Some(&tp));
+            let bad_header = HeaderValue::from_bytes(bad.as_bytes()).unwrap();
+            assert!(with.with_tracestate(Some(&bad_header)).tracestate.is_none(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -11,7 +11,9 @@ use futures::future::BoxFuture;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use crate::context::{RequestContext, TRACEPARENT, X_REQUEST_ID, X_REQUEST_TIMEOUT_MS, parse_timeout_header};
+use crate::context::{
+    RequestContext, TRACEPARENT, TRACESTATE, X_REQUEST_ID, X_REQUEST_TIMEOUT_MS, parse_timeout_header,
+};
 use crate::metrics::Metrics;
 
 /// Accepts a well-formed `x-request-id` or makes one, joins or starts a W3C trace, makes both
@@ -45,7 +47,8 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let mut ctx = RequestContext::from_headers(req.headers().get(&X_REQUEST_ID), req.headers().get(&TRACEPARENT));
+        let mut ctx = RequestContext::from_headers(req.headers().get(&X_REQUEST_ID), req.headers().get(&TRACEPARENT))
+            .with_tracestate(req.headers().get(&TRACESTATE));
         ctx.deadline =
             req.headers().get(&X_REQUEST_TIMEOUT_MS).and_then(parse_timeout_header).map(|d| Instant::now() + d);
         let id = HeaderValue::from_str(&ctx.request_id).ok();

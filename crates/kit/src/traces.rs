@@ -27,7 +27,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use opentelemetry::trace::{SpanContext, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _};
+use opentelemetry::trace::{SpanContext, TraceContextExt, TraceFlags, TraceId, TracerProvider as _};
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
@@ -198,35 +198,42 @@ pub fn join(span: &tracing::Span, ctx: &RequestContext) -> RequestContext {
 
 /// The caller's span, as a parent for ours, when the request came with a valid one.
 fn parent_of(ctx: &RequestContext) -> Option<opentelemetry::Context> {
-    remote_span(&ctx.trace_id, ctx.parent_span_id.as_deref()?, ctx.sampled)
+    remote_span(&ctx.trace_id, ctx.parent_span_id.as_deref()?, ctx.sampled, ctx.tracestate.as_deref())
 }
 
-/// The trace context a W3C `traceparent` names, when it is well formed.
-fn remote(traceparent: &str) -> Option<opentelemetry::Context> {
+/// The trace context a W3C `traceparent` (and its `tracestate`) names, when well formed.
+fn remote(traceparent: &str, tracestate: Option<&str>) -> Option<opentelemetry::Context> {
     let t = crate::context::parse_traceparent(traceparent)?;
-    remote_span(t.trace_id, t.parent_id, t.sampled)
+    remote_span(t.trace_id, t.parent_id, t.sampled, tracestate)
 }
 
-fn remote_span(trace_id: &str, span_id: &str, sampled: bool) -> Option<opentelemetry::Context> {
+fn remote_span(
+    trace_id: &str,
+    span_id: &str,
+    sampled: bool,
+    tracestate: Option<&str>,
+) -> Option<opentelemetry::Context> {
+    // The state travels with the spans of this trace (the SDK gives a child its parent's).
+    let state = tracestate.and_then(crate::context::parse_tracestate).and_then(|t| t.parse().ok());
     let remote = SpanContext::new(
         TraceId::from_hex(trace_id).ok()?,
         opentelemetry::trace::SpanId::from_hex(span_id).ok()?,
         if sampled { TraceFlags::SAMPLED } else { TraceFlags::default() },
         true,
-        TraceState::default(),
+        state.unwrap_or_default(),
     );
     remote.is_valid().then(|| opentelemetry::Context::new().with_remote_span_context(remote))
 }
 
 /// A span for the work one message causes (`kind` "consumer"), the child of the request that
-/// sent it (its `traceparent`); a disabled span when nothing is recorded. It lasts until
-/// dropped: keep it while the message's work is done.
-pub fn follow(name: &str, kind: &'static str, traceparent: Option<&str>) -> tracing::Span {
+/// sent it (its `traceparent` and `tracestate`); a disabled span when nothing is recorded. It
+/// lasts until dropped: keep it while the message's work is done.
+pub fn follow(name: &str, kind: &'static str, traceparent: Option<&str>, tracestate: Option<&str>) -> tracing::Span {
     if !recording() {
         return tracing::Span::none();
     }
     let span = tracing::info_span!("message", "otel.name" = name, "otel.kind" = kind);
-    if let Some(parent) = traceparent.and_then(remote) {
+    if let Some(parent) = traceparent.and_then(|t| remote(t, tracestate)) {
         let _ = span.set_parent(parent);
     }
     span
@@ -281,20 +288,20 @@ pub fn database(system: &'static str, operation: &'static str, table: &'static s
 }
 
 /// Runs `work` in a span of its own (`kind` "producer", say) that is linked to every request
-/// it works for, as a batch of their events is: the calls `work` makes carry this span as
-/// their parent. When nothing is recorded, just `work`.
+/// it works for (their `traceparent` and `tracestate`), as a batch of their events is: the
+/// calls `work` makes carry this span as their parent. When nothing is recorded, just `work`.
 pub async fn linked<'a, F: Future>(
     name: &str,
     kind: &'static str,
-    traceparents: impl IntoIterator<Item = &'a str>,
+    traces: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
     work: F,
 ) -> F::Output {
     if !recording() {
         return work.await;
     }
     let span = tracing::info_span!("batch", "otel.name" = name, "otel.kind" = kind);
-    for traceparent in traceparents {
-        if let Some(cx) = remote(traceparent) {
+    for (traceparent, tracestate) in traces {
+        if let Some(cx) = remote(traceparent, tracestate) {
             span.add_link(cx.span().span_context().clone());
         }
     }

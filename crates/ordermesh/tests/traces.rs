@@ -28,6 +28,8 @@ struct Received {
     trace_id: String,
     span_id: String,
     parent_span_id: String,
+    /// The W3C `tracestate` the span carries.
+    trace_state: String,
     attributes: HashMap<String, String>,
     /// The span ids it links to.
     links: Vec<String>,
@@ -131,6 +133,7 @@ fn keep(store: &Mutex<Vec<Received>>, request: ExportTraceServiceRequest) {
                     trace_id: hex(&span.trace_id),
                     span_id: hex(&span.span_id),
                     parent_span_id: hex(&span.parent_span_id),
+                    trace_state: span.trace_state,
                     attributes: attributes(&span.attributes),
                     links: span.links.iter().map(|l| hex(&l.span_id)).collect(),
                 });
@@ -194,8 +197,13 @@ async fn an_order_is_one_trace(receiver: Receiver, protocol: &str, extra: &[(&st
         assert!(Instant::now() < deadline, "no password hashing span under the users service's /users/login");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The client's own trace, with its vendors' state: the order joins it and passes it on.
+    let client_trace = uuid::Uuid::new_v4().simple().to_string();
+    let tracestate = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7";
     let res = http
         .post(format!("{}/api/orders", up.gateway))
+        .header("traceparent", format!("00-{client_trace}-00f067aa0ba902b7-01"))
+        .header("tracestate", tracestate)
         .bearer_auth(&token)
         .json(&json!({"items": [{"sku": "MOUSE-WL", "quantity": 1}]}))
         .send()
@@ -231,6 +239,8 @@ async fn an_order_is_one_trace(receiver: Receiver, protocol: &str, extra: &[(&st
     };
 
     assert_eq!(gateway.resource_service, "ordermesh", "`up` exports under the platform's name");
+    assert_eq!(gateway.trace_id, client_trace, "the order joined the client's trace");
+    assert_eq!(gateway.parent_span_id, "00f067aa0ba902b7");
     assert_eq!(gateway.name, "gateway POST /api/orders", "the span is named for the operation, not /api/{{*rest}}");
     assert_eq!(gateway.attribute("http.response.status_code"), "201");
     let orders = trace
@@ -265,6 +275,10 @@ async fn an_order_is_one_trace(receiver: Receiver, protocol: &str, extra: &[(&st
         assert_eq!(found.attribute("db.system.name"), "sqlite");
         assert!(found.attributes.values().all(|v| !v.contains("MOUSE-WL")), "values stay out of spans: {found:?}");
     };
+    // The client's trace state went with every hop, and through the outbox with the event.
+    for span in [&gateway, orders, catalog, applied] {
+        assert_eq!(span.trace_state, tracestate, "{} carries the client's tracestate", span.name);
+    }
     database(orders, "INSERT orders");
     database(catalog, "UPDATE stock");
     database(applied, "INSERT processed_events");

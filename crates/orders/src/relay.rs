@@ -57,6 +57,9 @@ impl Transport {
                     if let Some(traceparent) = &event.traceparent {
                         headers.insert("traceparent", traceparent.as_str());
                     }
+                    if let Some(tracestate) = &event.tracestate {
+                        headers.insert("tracestate", tracestate.as_str());
+                    }
                     let payload = serde_json::to_vec(event).map_err(|e| e.to_string())?;
                     let ack = jetstream
                         .publish_with_headers(event.subject(subject_prefix), headers, payload.into())
@@ -122,7 +125,7 @@ impl Relay {
             let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
             let events: Vec<Event> = rows.iter().map(to_event).collect();
             let started = std::time::Instant::now();
-            let traces = events.iter().filter_map(|e| e.traceparent.as_deref());
+            let traces = events.iter().filter_map(|e| Some((e.traceparent.as_deref()?, e.tracestate.as_deref())));
             let delivered =
                 kit::traces::linked("orders publish events", "producer", traces, self.transport.deliver(&events));
             if let Err(e) = delivered.await {
@@ -160,5 +163,6 @@ fn to_event(row: &OutboxRow) -> Event {
         version: row.version,
         data: serde_json::from_str(&row.payload).unwrap_or(serde_json::Value::Null),
         traceparent: row.traceparent.clone(),
+        tracestate: row.tracestate.clone(),
     }
 }

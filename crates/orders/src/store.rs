@@ -66,8 +66,9 @@ pub struct OutboxRow {
     pub version: i64,
     pub payload: String,
     pub occurred_at: i64,
-    /// The request that wrote it, as a W3C `traceparent`.
+    /// The request that wrote it, as a W3C `traceparent`, with its `tracestate` if it had one.
     pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
 }
 
 /// What an earlier request with the same Idempotency-Key left behind.
@@ -320,7 +321,7 @@ impl Store {
                           WHERE published_at IS NULL AND (claimed_until IS NULL OR claimed_until < $2)
                           ORDER BY occurred_at, id LIMIT $3)
                AND published_at IS NULL AND (claimed_until IS NULL OR claimed_until < $2)
-             RETURNING id, order_id, event_type, version, payload, occurred_at, traceparent",
+             RETURNING id, order_id, event_type, version, payload, occurred_at, traceparent, tracestate",
         )
         .bind(now + lease_ms)
         .bind(now)
@@ -432,9 +433,10 @@ async fn insert_history(
 /// Written with the trace context of the request it belongs to, so the event's consumers
 /// can join that request's trace.
 async fn insert_outbox(conn: &mut AnyConnection, e: &OutboxEvent) -> Result<()> {
+    let trace = kit::context::RequestContext::current();
     sqlx::query(
-        "INSERT INTO outbox (id, order_id, event_type, version, payload, occurred_at, traceparent)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO outbox (id, order_id, event_type, version, payload, occurred_at, traceparent, tracestate)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&e.id)
     .bind(&e.order_id)
@@ -442,7 +444,8 @@ async fn insert_outbox(conn: &mut AnyConnection, e: &OutboxEvent) -> Result<()> 
     .bind(e.version)
     .bind(&e.payload)
     .bind(e.occurred_at)
-    .bind(kit::context::RequestContext::current().map(|c| c.traceparent()))
+    .bind(trace.as_ref().map(|c| c.traceparent()))
+    .bind(trace.and_then(|c| c.tracestate.as_deref().map(str::to_string)))
     .execute(conn)
     .await?;
     Ok(())

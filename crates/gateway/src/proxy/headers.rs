@@ -58,6 +58,7 @@ pub fn forwarded(incoming: &HeaderMap, peer: Option<SocketAddr>, trusted: &Trust
             || n == "host"
             || n == "forwarded"
             || n == "traceparent"
+            || n == "tracestate"
             || n == kit::context::X_REQUEST_TIMEOUT_MS.as_str()
             || (!peer_trusted && n.starts_with("x-forwarded-"))
         {

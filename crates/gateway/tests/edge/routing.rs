@@ -83,6 +83,7 @@ async fn headers_are_forwarded_cleaned_and_traced() {
         .header("connection", "keep-alive, x-secret-hop")
         .header("x-secret-hop", "should not pass")
         .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .header("tracestate", "congo=t61rcWkgMzE")
         .send()
         .await
         .unwrap();
@@ -100,6 +101,20 @@ async fn headers_are_forwarded_cleaned_and_traced() {
     let tp = h["traceparent"].as_str().unwrap();
     assert!(tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "trace id not continued: {tp}");
     assert!(!tp.contains("00f067aa0ba902b7"), "the gateway must add its own span: {tp}");
+    assert_eq!(h["tracestate"], "congo=t61rcWkgMzE", "the trace's state travels with it");
+
+    // A malformed trace state, or one without a trace to join, goes no further.
+    for (traceparent, tracestate) in [
+        (Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), "Not A=Valid,,key"),
+        (None, "congo=t61rcWkgMzE"),
+    ] {
+        let mut req = reqwest::Client::new().get(gw.url("/api/products/echo")).header("tracestate", tracestate);
+        if let Some(tp) = traceparent {
+            req = req.header("traceparent", tp);
+        }
+        let body: Value = req.send().await.unwrap().json().await.unwrap();
+        assert!(body["headers"].get("tracestate").is_none(), "{tracestate:?} was passed on: {}", body["headers"]);
+    }
 }
 
 #[tokio::test]
