@@ -1,5 +1,10 @@
 //! Prometheus metrics, one registry per service: in `ordermesh up` four services share a
-//! process, and each one's `/metrics` must describe that service alone.
+//! process, and each one's `/metrics` must describe that service alone. Latency histograms
+//! carry exemplars (the trace of a request in each bucket) in the OpenMetrics exposition.
+
+mod exemplars;
+
+pub use exemplars::OPENMETRICS;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +21,7 @@ pub struct Metrics {
     recorder: Arc<PrometheusRecorder>,
     handle: PrometheusHandle,
     service: &'static str,
+    exemplars: Arc<exemplars::Exemplars>,
 }
 
 impl Metrics {
@@ -26,7 +32,7 @@ impl Metrics {
             .expect("latency buckets are non-empty")
             .build_recorder();
         let handle = recorder.handle();
-        Metrics { recorder: Arc::new(recorder), handle, service }
+        Metrics { recorder: Arc::new(recorder), handle, service, exemplars: Arc::default() }
     }
 
     pub fn service(&self) -> &'static str {
@@ -43,6 +49,22 @@ impl Metrics {
     /// The Prometheus text exposition of everything recorded so far.
     pub fn render(&self) -> String {
         self.handle.render()
+    }
+
+    /// The same in the OpenMetrics format, with the latency histograms' exemplars.
+    pub fn render_openmetrics(&self) -> String {
+        self.exemplars.openmetrics(&self.render(), LATENCY_BUCKETS)
+    }
+
+    /// Keeps `trace_id` as the exemplar of the bucket `seconds` falls in, for the latency
+    /// histogram `metric` (a `_seconds` one) with these labels (as recorded, without the
+    /// service's).
+    pub fn exemplar(&self, metric: &str, labels: &[(&str, &str)], seconds: f64, trace_id: &str) {
+        debug_assert!(metric.ends_with("_seconds"), "only latency histograms have these buckets");
+        let mut all = Vec::with_capacity(labels.len() + 1);
+        all.extend_from_slice(labels);
+        all.push(("service", self.service));
+        self.exemplars.record(metric, &all, LATENCY_BUCKETS, seconds, trace_id);
     }
 
     /// Histograms keep raw samples until drained; drain them periodically even when nobody

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::future::BoxFuture;
@@ -190,7 +190,7 @@ impl ServiceShell {
                     }
                 }),
             )
-            .route("/metrics", get(move || std::future::ready(metrics_response(&metrics))))
+            .route("/metrics", get(move |headers: HeaderMap| std::future::ready(metrics_response(&metrics, &headers))))
             .merge(crate::docs::routes(self.openapi, name));
         let timeout = self.server.request_timeout;
         api.merge(common)
@@ -214,7 +214,13 @@ impl ServiceShell {
     }
 }
 
-pub fn metrics_response(metrics: &Metrics) -> Response {
+/// The Prometheus text format, or OpenMetrics (with exemplars) for a scraper that asks for it.
+pub fn metrics_response(metrics: &Metrics, request: &HeaderMap) -> Response {
+    let accept = request.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if accept.contains("application/openmetrics-text") {
+        let kind = HeaderValue::from_static(crate::metrics::OPENMETRICS);
+        return ([(header::CONTENT_TYPE, kind)], metrics.render_openmetrics()).into_response();
+    }
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], metrics.render())
         .into_response()
 }
