@@ -470,6 +470,7 @@ impl Catalog {
                 .iter()
                 .map(|e| {
                     kit::traces::follow(
+                        "catalog",
                         &format!("catalog apply {}", e.kind),
                         "consumer",
                         e.traceparent.as_deref(),
@@ -488,8 +489,12 @@ impl Catalog {
             let acts = !matches!(effect, EventEffect::None);
             let apply = self.store.apply_event(&event.id, &event.kind, &event.order_id, effect);
             let in_db = || self.store.db().span("INSERT", "processed_events");
-            let in_db = traced.get(i).map_or_else(in_db, |consumer| consumer.in_scope(in_db));
-            let fresh = apply.instrument(in_db).await?;
+            // The consumer's span is entered for the whole of its event's work, so that it
+            // lasts as long as the work (its end is its last exit).
+            let fresh = match traced.get(i) {
+                Some(consumer) => apply.instrument(consumer.in_scope(in_db)).instrument(consumer.clone()).await?,
+                None => apply.instrument(in_db()).await?,
+            };
             match (fresh, acts) {
                 (false, _) => report.duplicates += 1,
                 (true, true) => report.applied += 1,

@@ -307,7 +307,7 @@ impl RpcTarget for Shop {
         args: Vec<Value>,
         _ctx: &'a CallContext,
     ) -> BoxFuture<'a, Result<Value, RpcError>> {
-        Box::pin(kit::traces::procedure("capnweb", "Shop", method, async move {
+        Box::pin(kit::traces::procedure("gateway", "capnweb", "Shop", method, async move {
             self.admit(method).await?;
             match method {
                 "login" => self.login(string_arg(&args, 0, "username")?, string_arg(&args, 1, "password")?).await,
@@ -373,7 +373,7 @@ impl RpcTarget for UserCap {
         args: Vec<Value>,
         _ctx: &'a CallContext,
     ) -> BoxFuture<'a, Result<Value, RpcError>> {
-        Box::pin(kit::traces::procedure("capnweb", "User", method, async move {
+        Box::pin(kit::traces::procedure("gateway", "capnweb", "User", method, async move {
             self.check_alive().await?;
             match method {
                 "getId" => Ok(Value::String(self.id.clone())),

@@ -1,7 +1,8 @@
 //! The admin's Traces page with every service in this process, as `ordermesh up` runs them:
 //! an order placed through the gateway shows as one trace, drawn as a waterfall across the
 //! gateway, the orders service, the catalog, their database work and the catalog's work on the
-//! order's event; a Cap'n Web call the same way. A test binary of its own, since it installs the process's subscriber (and
+//! order's event; a Cap'n Web call the same way; and the gateway's latency buckets carry
+//! exemplars (a trace id each) in the OpenMetrics exposition. A test binary of its own, since it installs the process's subscriber (and
 //! with it the traces kept in memory).
 
 use std::time::{Duration, Instant};
@@ -17,8 +18,11 @@ use common::{Services, gateway, login, storefront_session};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_is_one_waterfall_on_the_admins_traces_page() {
     let _logs = kit::testing::capture_logs(&Settings::from_pairs([("LOG_LEVEL", "warn"), ("TRACES_KEPT", "50")]));
-    let services = Services::start(&|s| s).await;
-    let gw = gateway(services.settings()).await;
+    // The services poll for revoked tokens ten times a second: upkeep the kept traces must
+    // not fill with.
+    let poll = |s: Settings| s.with("REVOCATION_POLL_INTERVAL", "100ms");
+    let services = Services::start(&poll).await;
+    let gw = gateway(poll(services.settings())).await;
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
 
     let bob: Value = login(&http, &gw, "bob", "bob123").await;
@@ -72,6 +76,8 @@ async fn an_order_is_one_waterfall_on_the_admins_traces_page() {
         "catalog POST /reservations",
         "INSERT orders",
         "UPDATE stock",
+        // The reservation's commit, sent in the background after the answer, is in the trace.
+        "catalog POST /reservations/{id}/commit",
     ] {
         assert!(waterfall.contains(span), "the waterfall of {id} has {span}");
     }
@@ -80,6 +86,18 @@ async fn an_order_is_one_waterfall_on_the_admins_traces_page() {
     assert!(at("gateway POST /api/orders") < at("orders POST /orders"));
     assert!(at("orders POST /orders") < at("catalog POST /reservations"));
     assert!(waterfall.contains("lane-0") && waterfall.contains("lane-2"), "at least three services' colours");
+    assert!(
+        waterfall.contains("catalog apply order.created</th><td>catalog</td>"),
+        "the event's work is the catalog's"
+    );
+    for upkeep in ["/health", "/assets/style.css", "/metrics"] {
+        http.get(gw.url(upkeep)).send().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (_, everything) = get("/admin/traces".into()).await;
+    for upkeep in ["GET /auth/revocations", "GET /health", "GET /assets/", "GET /metrics"] {
+        assert!(!everything.contains(upkeep), "{upkeep} is traced:\n{everything}");
+    }
 
     // Filters: nothing failed; a slowness that is not a number says so.
     let (_, failed) = get("/admin/traces?status=5xx&operation=orders".into()).await;
@@ -114,6 +132,31 @@ async fn an_order_is_one_waterfall_on_the_admins_traces_page() {
     assert!(at("gateway POST /rpc/batch") < at("capnweb Shop.login"));
     assert!(at("capnweb Shop.login") < at("users POST /users/login"));
     assert!(at("users POST /users/login") < at("users argon2"));
+
+    // The gateway's latency buckets carry the trace of a request that fell in them, for a
+    // scraper that asks for OpenMetrics; the Prometheus text format stays as it was.
+    let traced = "5b8efff798038103d269b633813fc60c";
+    let product = http
+        .get(gw.url("/api/products/1"))
+        .header("traceparent", format!("00-{traced}-b7ad6b7169203331-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(product.status(), StatusCode::OK);
+    let scrape = http.get(gw.url("/metrics")).header("accept", "application/openmetrics-text; version=1.0.0").send();
+    let scrape = scrape.await.unwrap();
+    assert!(scrape.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    let exposition = scrape.text().await.unwrap();
+    assert!(exposition.ends_with("# EOF\n"), "an OpenMetrics exposition ends with # EOF");
+    let exemplar = exposition.lines().find(|l| {
+        l.starts_with("http_request_duration_seconds_bucket{")
+            && l.contains("route=\"/api/products/{id}\"")
+            && l.contains(&format!("# {{trace_id=\"{traced}\"}}"))
+    });
+    assert!(exemplar.is_some(), "no exemplar with the product request's trace:\n{exposition}");
+    assert!(exposition.contains("# TYPE http_requests counter\n"), "a counter's family has no _total");
+    let plain = http.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(!plain.contains("# {trace_id") && !plain.contains("# EOF"), "the text format has no exemplars");
 
     // Unknown and malformed trace ids are 404s, not errors.
     for path in ["/admin/traces/00000000000000000000000000000000", "/admin/traces/not-a-trace"] {

@@ -129,25 +129,34 @@ where
         };
         let route =
             req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_else(|| "-".to_string());
-        let span = tracing::info_span!(
-            "request",
-            service = self.service,
-            request_id = %request_id,
-            trace_id = %trace_id,
-            method = %req.method(),
-            path = %req.uri().path(),
-            route = %route,
-            user_id = tracing::field::Empty,
-            upstream = tracing::field::Empty,
-            "otel.name" = tracing::field::Empty,
-            "otel.kind" = tracing::field::Empty,
-            "otel.status_code" = tracing::field::Empty,
-            "http.response.status_code" = tracing::field::Empty,
-        );
-        // Exported, the span joins the caller's trace and becomes the parent of this
+        // Probes, scrapes and static files are logged, not traced: they would crowd the
+        // requests people look for out of the traces kept.
+        let traced = crate::traces::recording() && !crate::traces::untraced_path(req.uri().path());
+        macro_rules! request_span {
+            ($target:literal) => {
+                tracing::info_span!(
+                    target: $target,
+                    "request",
+                    service = self.service,
+                    request_id = %request_id,
+                    trace_id = %trace_id,
+                    method = %req.method(),
+                    path = %req.uri().path(),
+                    route = %route,
+                    user_id = tracing::field::Empty,
+                    upstream = tracing::field::Empty,
+                    "otel.name" = tracing::field::Empty,
+                    "otel.kind" = tracing::field::Empty,
+                    "otel.status_code" = tracing::field::Empty,
+                    "http.response.status_code" = tracing::field::Empty,
+                )
+            };
+        }
+        let span = if traced { request_span!("kit::layers") } else { request_span!("kit::untraced") };
+        // Recorded, the span joins the caller's trace and becomes the parent of this
         // request's own calls (the context they send is this span's).
         let joined = match &ctx {
-            Some(ctx) if crate::traces::recording() => {
+            Some(ctx) if traced => {
                 span.record("otel.name", format!("{} {} {}", self.service, req.method(), route).as_str());
                 span.record("otel.kind", "server");
                 let joined = crate::traces::join(&span, ctx);
@@ -172,7 +181,7 @@ where
                 if let Some(template) = template {
                     span.record("route", &*template.0);
                 }
-                if crate::traces::recording() {
+                if traced {
                     crate::traces::finish(&span, service, &method, template.map(|t| &*t.0), res.status());
                 }
                 let status = res.status().as_u16();
@@ -235,6 +244,11 @@ where
             .get::<MatchedPath>()
             .map(|m| m.as_str().to_string())
             .unwrap_or_else(|| "unmatched".to_string());
+        // A recorded trace is the exemplar of its latency bucket.
+        let trace = match req.extensions().get::<RequestContext>() {
+            Some(ctx) if ctx.sampled && crate::traces::recording() => Some(ctx.trace_id.clone()),
+            _ => None,
+        };
         let metrics = self.metrics.clone();
         metrics.record(|| metrics::gauge!("http_requests_in_flight").increment(1.0));
         let started = Instant::now();
@@ -246,6 +260,14 @@ where
                 Ok(res) => (res.status().as_u16().to_string(), route_of(res, route)),
                 Err(_) => ("error".to_string(), route),
             };
+            if let Some(trace) = &trace {
+                metrics.exemplar(
+                    "http_request_duration_seconds",
+                    &[("method", &method), ("route", &route)],
+                    elapsed,
+                    trace,
+                );
+            }
             metrics.record(|| {
                 metrics::gauge!("http_requests_in_flight").decrement(1.0);
                 metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)

@@ -31,8 +31,9 @@ pub struct LogConfig {
 }
 
 /// Traces kept in memory unless `TRACES_KEPT` says otherwise: a few minutes of a developer's
-/// clicking, a few MB at most (256 spans a trace at most).
-pub const DEFAULT_KEPT_TRACES: usize = 100;
+/// clicking (probes and static assets are not traced), typically well under a MB; at most 256
+/// spans each.
+pub const DEFAULT_KEPT_TRACES: usize = 200;
 
 impl LogConfig {
     pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {

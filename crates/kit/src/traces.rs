@@ -15,7 +15,7 @@
 //! (`OTEL_BSP_SCHEDULE_DELAY`, 5 s by default), nothing else.
 //!
 //! Without a collector the process keeps its last traces in memory ([`recent`], `TRACES_KEPT`,
-//! 100 by default): the admin storefront's Traces page draws them.
+//! 200 by default): the admin storefront's Traces page draws them.
 //!
 //! Each request's span ([`crate::layers::AccessLogLayer`]) joins the trace of the
 //! `traceparent` it came with, and the calls it makes carry its own span as their parent
@@ -142,6 +142,7 @@ pub(crate) fn recorded_spans() -> tracing_subscriber::filter::Targets {
     use tracing_subscriber::filter::LevelFilter;
     tracing_subscriber::filter::Targets::new().with_default(LevelFilter::INFO).with_targets(
         [
+            "kit::untraced",
             "opentelemetry",
             "opentelemetry_sdk",
             "opentelemetry_otlp",
@@ -154,6 +155,11 @@ pub(crate) fn recorded_spans() -> tracing_subscriber::filter::Targets {
         ]
         .map(|target| (target, LevelFilter::OFF)),
     )
+}
+
+/// Paths that are not traced: health probes, metric scrapes, static assets.
+pub fn untraced_path(path: &str) -> bool {
+    matches!(path, "/health" | "/ready" | "/metrics" | "/favicon.ico") || path.starts_with("/assets/")
 }
 
 /// The traces this process keeps in memory, when it keeps any.
@@ -225,14 +231,20 @@ fn remote_span(
     remote.is_valid().then(|| opentelemetry::Context::new().with_remote_span_context(remote))
 }
 
-/// A span for the work one message causes (`kind` "consumer"), the child of the request that
-/// sent it (its `traceparent` and `tracestate`); a disabled span when nothing is recorded. It
-/// lasts until dropped: keep it while the message's work is done.
-pub fn follow(name: &str, kind: &'static str, traceparent: Option<&str>, tracestate: Option<&str>) -> tracing::Span {
+/// A span for the work `service` does for one message (`kind` "consumer"), the child of the
+/// request that sent it (its `traceparent` and `tracestate`); a disabled span when nothing is
+/// recorded. It ends at its last exit: enter it (instrument) for the message's work.
+pub fn follow(
+    service: &'static str,
+    name: &str,
+    kind: &'static str,
+    traceparent: Option<&str>,
+    tracestate: Option<&str>,
+) -> tracing::Span {
     if !recording() {
         return tracing::Span::none();
     }
-    let span = tracing::info_span!("message", "otel.name" = name, "otel.kind" = kind);
+    let span = tracing::info_span!("message", service, "otel.name" = name, "otel.kind" = kind);
     if let Some(parent) = traceparent.and_then(|t| remote(t, tracestate)) {
         let _ = span.set_parent(parent);
     }
@@ -246,7 +258,8 @@ pub fn outgoing(peer: &str, method: &axum::http::Method, authority: &str) -> Opt
     if !recording() {
         return None;
     }
-    let caller = RequestContext::current()?;
+    // A caller that asked not to be recorded (background upkeep) makes no span either.
+    let caller = RequestContext::current().filter(|c| c.sampled)?;
     let span = tracing::info_span!(
         "call",
         "otel.name" = format!("{method} {peer}").as_str(),
@@ -256,18 +269,38 @@ pub fn outgoing(peer: &str, method: &axum::http::Method, authority: &str) -> Opt
         "http.request.method" = method.as_str(),
         "http.response.status_code" = tracing::field::Empty,
     );
-    // No remote parent: the span's parent is the request span it was made in.
-    let ctx = join(&span, &RequestContext { parent_span_id: None, ..caller });
+    // The parent is the span the caller's context names: the request's, or the one a
+    // background task continues ([`continuing`]) after the request's span has ended.
+    let ctx = join(&span, &RequestContext { parent_span_id: Some(caller.span_id.clone()), ..caller });
     Some((span, ctx))
 }
 
-/// A span for a piece of work inside a service worth seeing in a trace (password hashing,
+/// `work`, to be spawned by a request, as part of that request's trace (the calls it makes are
+/// the request span's children) but without its deadline: it outlives the answer.
+pub fn continuing<F: Future>(work: F) -> impl Future<Output = F::Output> {
+    let ctx = RequestContext::current().map(|c| RequestContext { deadline: None, ..c });
+    async move {
+        match ctx {
+            Some(ctx) => ctx.scope(work).await,
+            None => work.await,
+        }
+    }
+}
+
+/// Runs background upkeep (polling another service, say) so that the calls it makes ask their
+/// callee not to record them (a `traceparent` with the sampled flag off): a poll a second would
+/// crowd the requests people look for out of the traces kept.
+pub async fn unrecorded<F: Future>(work: F) -> F::Output {
+    RequestContext { sampled: false, ..RequestContext::from_headers(None, None) }.scope(work).await
+}
+
+/// A span for a piece of work inside `service` worth seeing in a trace (password hashing,
 /// say); disabled when nothing is recorded.
-pub fn internal(name: &str) -> tracing::Span {
+pub fn internal(service: &'static str, name: &str) -> tracing::Span {
     if !recording() {
         return tracing::Span::none();
     }
-    tracing::info_span!("work", "otel.name" = name, "otel.kind" = "internal")
+    tracing::info_span!("work", service, "otel.name" = name, "otel.kind" = "internal")
 }
 
 /// A client span for database work: `db.system.name`, `db.operation.name` and
@@ -287,10 +320,11 @@ pub fn database(system: &'static str, operation: &'static str, table: &'static s
     )
 }
 
-/// Runs `work` in a span of its own (`kind` "producer", say) that is linked to every request
-/// it works for (their `traceparent` and `tracestate`), as a batch of their events is: the
+/// Runs `work` for `service` in a span of its own (`kind` "producer", say) that is linked to
+/// every request it works for (their `traceparent` and `tracestate`), as a batch of their events is: the
 /// calls `work` makes carry this span as their parent. When nothing is recorded, just `work`.
 pub async fn linked<'a, F: Future>(
+    service: &'static str,
     name: &str,
     kind: &'static str,
     traces: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
@@ -299,7 +333,7 @@ pub async fn linked<'a, F: Future>(
     if !recording() {
         return work.await;
     }
-    let span = tracing::info_span!("batch", "otel.name" = name, "otel.kind" = kind);
+    let span = tracing::info_span!("batch", service, "otel.name" = name, "otel.kind" = kind);
     for (traceparent, tracestate) in traces {
         if let Some(cx) = remote(traceparent, tracestate) {
             span.add_link(cx.span().span_context().clone());
@@ -308,11 +342,17 @@ pub async fn linked<'a, F: Future>(
     within(span, RequestContext::from_headers(None, None), work).await
 }
 
-/// Runs one remote procedure call (`system` "capnweb", say) in a span of its own: the child of
-/// the request it arrived in (an HTTP batch) or of whatever the session runs under, with the
-/// method's name; the calls it makes carry this span as their parent. When nothing is
-/// recorded, just `work`.
-pub async fn procedure<F: Future>(system: &'static str, service: &str, method: &str, work: F) -> F::Output {
+/// Runs one remote procedure call `target.method` (`system` "capnweb", say), served by
+/// `service`, in a span of its own: the child of the request it arrived in (an HTTP batch) or
+/// of whatever the session runs under; the calls it makes carry this span as their parent.
+/// When nothing is recorded, just `work`.
+pub async fn procedure<F: Future>(
+    service: &'static str,
+    system: &'static str,
+    target: &str,
+    method: &str,
+    work: F,
+) -> F::Output {
     if !recording() {
         return work.await;
     }
@@ -324,10 +364,11 @@ pub async fn procedure<F: Future>(system: &'static str, service: &str, method: &
     };
     let span = tracing::info_span!(
         "procedure",
-        "otel.name" = format!("{system} {service}.{method}").as_str(),
+        service,
+        "otel.name" = format!("{system} {target}.{method}").as_str(),
         "otel.kind" = "server",
         "rpc.system" = system,
-        "rpc.service" = service,
+        "rpc.service" = target,
         "rpc.method" = method,
     );
     let caller = RequestContext::current().unwrap_or_else(|| RequestContext::from_headers(None, None));

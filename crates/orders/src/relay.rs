@@ -126,8 +126,13 @@ impl Relay {
             let events: Vec<Event> = rows.iter().map(to_event).collect();
             let started = std::time::Instant::now();
             let traces = events.iter().filter_map(|e| Some((e.traceparent.as_deref()?, e.tracestate.as_deref())));
-            let delivered =
-                kit::traces::linked("orders publish events", "producer", traces, self.transport.deliver(&events));
+            let delivered = kit::traces::linked(
+                "orders",
+                "orders publish events",
+                "producer",
+                traces,
+                self.transport.deliver(&events),
+            );
             if let Err(e) = delivered.await {
                 if let Err(u) = self.store.unclaim(&ids).await {
                     tracing::debug!(error = %u, "could not unclaim; the lease will expire");

@@ -285,7 +285,7 @@ impl Orders {
         let catalog = self.catalog.clone();
         let tokens = self.tokens.clone();
         let path = format!("/reservations/{reservation_id}/{action}");
-        tokio::spawn(async move {
+        tokio::spawn(kit::traces::continuing(async move {
             for attempt in 0..3u32 {
                 let outcome = match tokens.token_for("catalog").await {
                     Ok(token) => catalog.json::<serde_json::Value>(Method::POST, &path, Some(&token), None).await,
@@ -309,7 +309,7 @@ impl Orders {
                 }
             }
             tracing::warn!(path, "reservation follow-up gave up; expiry or the order's event will settle it");
-        });
+        }));
     }
 
     pub async fn get(&self, caller: &Principal, id: &str) -> Result<Order> {

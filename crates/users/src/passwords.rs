@@ -85,7 +85,7 @@ impl PasswordHasher {
             .await
             .map_err(|e| UsersError::Internal(format!("hashing task: {e}")))
         };
-        tracing::Instrument::instrument(run, kit::traces::internal("users argon2")).await
+        tracing::Instrument::instrument(run, kit::traces::internal("users", "users argon2")).await
     }
 
     pub async fn hash(&self, password: &Password) -> Result<String> {

@@ -180,6 +180,21 @@ describe('the main journey', () => {
     assert.match(await flashText(page), /now shipped/);
     assert.match(await page.locator(`#order-${orderId}`).innerText(), /shipped/i);
     await shot(page, 'admin-orders');
+
+    // The shopper's checkout, traced: the Traces page lists it, and its waterfall draws the
+    // gateway, the orders service and the catalog (the event's work may still be on its way).
+    await follow(page, page.getByRole('navigation', { name: 'Administration' }).getByRole('link', { name: 'Traces' }));
+    await page.getByLabel('Operation contains').fill('POST /checkout');
+    await follow(page, page.getByRole('button', { name: 'Filter' }));
+    await follow(page, page.getByRole('link', { name: 'gateway POST /checkout' }).last());
+    const picture = page.getByRole('img', { name: /Waterfall of trace/ });
+    assert.equal(await picture.count(), 1);
+    assert.ok((await picture.locator('g.span').count()) >= 4, 'a bar for each span');
+    const spans = await page.locator('table.spans tbody th').allInnerTexts();
+    for (const name of ['gateway POST /checkout', 'orders POST /orders', 'catalog POST /reservations']) {
+      assert.ok(spans.includes(name), `${name} among ${spans}`);
+    }
+    await shot(page, 'admin-trace');
   });
 
   test('the customer sees the status change, with its history', async () => {
@@ -341,7 +356,7 @@ describe('what can go wrong', () => {
 
   test('a customer opening an admin page gets 403', async () => {
     const { page } = sam;
-    for (const path of ['/admin', '/admin/orders', '/admin/products', '/admin/users']) {
+    for (const path of ['/admin', '/admin/orders', '/admin/products', '/admin/users', '/admin/traces']) {
       const res = await page.goto(path);
       assert.equal(res.status(), 403, path);
       assert.match(await page.locator('main').innerText(), /for the shop's administrators/);

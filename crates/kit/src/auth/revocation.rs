@@ -129,7 +129,7 @@ pub struct HttpRevocations {
 
 impl RevocationSource for HttpRevocations {
     fn since(&self, after_ms: i64) -> BoxFuture<'_, Result<Vec<Revocation>, String>> {
-        Box::pin(async move {
+        Box::pin(crate::traces::unrecorded(async move {
             let token = self.tokens.token_for("users").await.map_err(|e| e.to_string())?;
             let path = format!("/auth/revocations?since={after_ms}");
             match self.users.get_json::<RevocationFeed>(&path, Some(&token)).await {
@@ -141,6 +141,6 @@ impl RevocationSource for HttpRevocations {
                     Err(e.to_string())
                 }
             }
-        })
+        }))
     }
 }

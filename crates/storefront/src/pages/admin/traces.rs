@@ -90,7 +90,7 @@ pub async fn traces(ctx: Ctx, Query(q): Query<TracesQuery>) -> PageResult {
             p.warning role="alert" { (problem) }
         }
         @if kept.is_none() {
-            p { "This process keeps no traces: " code { "TRACES_KEPT" } " is 0. Set it (100 by default) to see recent requests here." }
+            p { "This process keeps no traces: " code { "TRACES_KEPT" } " is 0. Set it (200 by default) to see recent requests here." }
         } @else {
             p.muted {
                 "The last " (all.len()) " traces of this process, newest first. With every service in one process "
@@ -175,7 +175,7 @@ pub async fn trace(ctx: Ctx, Path(id): Path<String>) -> PageResult {
                 tbody {
                     @for (depth, service, span) in &rows {
                         tr {
-                            th scope="row" style={ "padding-left: " (0.6 + *depth as f64 * 1.2) "rem" } { (span.name) }
+                            th scope="row" class={ "depth-" ((*depth).min(8)) } { (span.name) }
                             td { (service.unwrap_or("—")) }
                             td { (span.kind) }
                             td.num { "+" (millis(offset(start, span.start))) }
