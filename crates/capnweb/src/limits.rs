@@ -8,11 +8,15 @@ use std::time::Duration;
 /// documented on each field.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Largest single protocol message, and largest WebSocket frame (a frame may carry several
-    /// `\n`-separated messages). Default 1 MiB. Bigger → abort (WebSocket: the frame is refused
-    /// by the WebSocket layer and the connection ends).
+    /// Largest single protocol message. Default 4 MiB: real clients send more than 1 MiB (a
+    /// 1 MiB string is a little more once framed; the reference's WebSocket library takes up to
+    /// 100 MiB, aiohttp 4 MiB). Bigger → the session ends with an `abort` naming the limit and,
+    /// on a WebSocket, a close frame (code 3000, the reason), so the peer's pending calls fail
+    /// at once. The WebSocket layer reads frames up to twice this size (a frame may carry
+    /// several `\n`-separated messages); a larger frame ends the session the same way, with the
+    /// WebSocket layer's words.
     pub max_message_bytes: usize,
-    /// Largest HTTP batch request body. Default 4 MiB. Bigger → HTTP 413.
+    /// Largest HTTP batch request body. Default 8 MiB. Bigger → HTTP 413.
     pub max_body_bytes: usize,
     /// Most messages in one HTTP batch request. Default 1024. More → HTTP 400.
     pub max_batch_messages: usize,
@@ -20,7 +24,7 @@ pub struct Limits {
     /// (an escaped array costs two levels). Default 64. Deeper → abort. The JSON parser refuses
     /// more than 128 levels on its own, so values above ~120 have no effect.
     pub max_depth: usize,
-    /// Longest string or object key inside a message, in bytes. Default 1 MiB.
+    /// Longest string or object key inside a message, in bytes. Default 4 MiB.
     pub max_string_bytes: usize,
     /// Most decimal digits in a `["bigint", …]`. Default 4096 (TypeScript's default is 16384).
     pub max_bigint_digits: usize,
@@ -45,14 +49,22 @@ pub struct Limits {
     pub batch_timeout: Duration,
 }
 
+impl Limits {
+    /// The largest WebSocket frame read: above [`Limits::max_message_bytes`], so that an
+    /// over-size message reaches the session and ends it with an `abort` that says why.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.max_message_bytes.saturating_mul(2)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_message_bytes: 1 << 20,
-            max_body_bytes: 4 << 20,
+            max_message_bytes: 4 << 20,
+            max_body_bytes: 8 << 20,
             max_batch_messages: 1024,
             max_depth: 64,
-            max_string_bytes: 1 << 20,
+            max_string_bytes: 4 << 20,
             max_bigint_digits: 4096,
             max_exports: 65_536,
             max_imports: 65_536,

@@ -115,8 +115,8 @@ async fn websocket(State(endpoint): State<Arc<Endpoint>>, request: Parts, upgrad
     let limits = endpoint.limits.clone();
     let main = (endpoint.main)(&request);
     upgrade
-        .max_message_size(limits.max_message_bytes)
-        .max_frame_size(limits.max_message_bytes)
+        .max_message_size(limits.max_frame_bytes())
+        .max_frame_size(limits.max_frame_bytes())
         .on_upgrade(move |socket| serve_websocket(socket, main, limits))
 }
 
@@ -134,7 +134,9 @@ async fn serve_websocket(socket: WebSocket, main: Arc<dyn RpcTarget>, limits: Li
     let stream = stream.map(|frame| match frame {
         Ok(WsMessage::Text(text)) => Frame::Data(text.into()),
         Ok(WsMessage::Binary(data)) => Frame::Data(data),
-        Ok(WsMessage::Close(_)) | Err(_) => Frame::Closed,
+        Ok(WsMessage::Close(_)) => Frame::Closed,
+        // A frame over the layer's own limit, or broken framing: the session ends saying so.
+        Err(e) => Frame::Failed(e.to_string()),
         Ok(WsMessage::Ping(_) | WsMessage::Pong(_)) => Frame::Ignored,
     });
     pump(&session, outbox, sink, stream).await;
@@ -144,6 +146,8 @@ async fn serve_websocket(socket: WebSocket, main: Arc<dyn RpcTarget>, limits: Li
 pub(crate) enum Frame {
     Data(Bytes),
     Closed,
+    /// The connection failed to deliver a frame (too large, malformed): the peer is told why.
+    Failed(String),
     Ignored,
 }
 
@@ -173,6 +177,10 @@ where
             match stream.next().await {
                 Some(Frame::Data(data)) => session.receive_frame(&data),
                 Some(Frame::Ignored) => {}
+                Some(Frame::Failed(reason)) => {
+                    session.abort(&crate::RpcError::bad_request(format!("the connection failed: {reason}")));
+                    break;
+                }
                 Some(Frame::Closed) | None => break,
             }
             if session.is_closed() {

@@ -228,19 +228,41 @@ async fn websocket_frames_binary_multi_message_and_garbage() {
     conn.close().await;
 }
 
+/// Issue 20: an over-size message used to drop the TCP connection with nothing said. Now the
+/// peer gets an `abort` naming the limit and a close frame with a reason, whether the message
+/// is over the session's limit or a frame is over the WebSocket layer's (twice that).
 #[tokio::test]
-async fn oversized_websocket_frames_end_the_connection() {
+async fn oversized_messages_end_the_session_with_an_abort_and_a_close_frame() {
     let addr = serve(Limits { max_message_bytes: 1024, ..Limits::default() }).await;
-    let conn = client::connect(&format!("ws://{addr}/rpc/ws")).await.unwrap();
-    let big = conn.main().call("echo", vec![s(&"x".repeat(4096))]).await;
-    assert!(big.is_err(), "{big:?}");
-    tokio::time::timeout(Duration::from_secs(2), async {
-        while !conn.is_closed() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+    for size in [1500, 10_000] {
+        let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/rpc/ws")).await.unwrap();
+        let call = format!(r#"["push",["pipeline",0,["echo"],["{}"]]]"#, "x".repeat(size));
+        socket.send(WsMessage::Text(call.into())).await.unwrap();
+        let wait = Duration::from_secs(2);
+        let abort = tokio::time::timeout(wait, socket.next()).await.expect("an answer, not silence");
+        let abort = abort.expect("an abort message").unwrap();
+        let abort = abort.to_text().unwrap().to_string();
+        assert!(abort.starts_with(r#"["abort","#), "{size} bytes: {abort}");
+        let close = tokio::time::timeout(wait, socket.next()).await.expect("a close frame, not silence");
+        let close = close.expect("a close frame").unwrap();
+        let WsMessage::Close(Some(frame)) = close else {
+            panic!("{size} bytes: a close frame with a reason, not {close:?}")
+        };
+        assert_eq!(u16::from(frame.code), 3000, "{size} bytes");
+        assert!(!frame.reason.is_empty(), "{size} bytes: the close frame says why");
+        if size == 1500 {
+            assert!(abort.contains("1024"), "the session's limit is named: {abort}");
         }
-    })
-    .await
-    .expect("client notices the closed connection");
+    }
+    // A client's calls pending on such a session fail at once, with the reason.
+    let conn = client::connect(&format!("ws://{addr}/rpc/ws")).await.unwrap();
+    let started = std::time::Instant::now();
+    let big = conn.main().call("echo", vec![s(&"x".repeat(1500))]).await;
+    assert!(big.is_err() && started.elapsed() < Duration::from_secs(2), "{big:?}");
+    // The server goes on serving others.
+    let other = client::connect(&format!("ws://{addr}/rpc/ws")).await.unwrap();
+    assert_eq!(other.main().call("ping", vec![]).await, Ok(s("pong")));
+    other.close().await;
 }
 
 #[tokio::test]
