@@ -99,7 +99,7 @@ where
     }
     // Each layer filters for itself: `LOG_LEVEL=warn` quietens the logs, not the traces.
     let traces = crate::traces::layer(config.traces.as_ref(), config.keep_traces)?
-        .map(|layer| layer.with_filter(crate::traces::recorded_spans()));
+        .map(|layer| layer.with_filter(crate::traces::recorded()));
     let registry = tracing_subscriber::registry().with(traces);
     let _ = match config.format {
         LogFormat::Json => registry

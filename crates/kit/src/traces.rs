@@ -133,28 +133,44 @@ where
     let tracer = provider.tracer("ordermesh");
     let _ = PROVIDER.set(provider);
     RECORDING.store(true, Ordering::Relaxed);
-    Ok(Some(tracing_opentelemetry::layer().with_tracer(tracer).with_tracked_inactivity(false)))
+    // Only what a trace reader uses: no busy/idle times, source locations, thread or target
+    // attributes, and no OpenTelemetry context made current on each entry (every poll of an
+    // instrumented future): this platform reads a span's context from the span itself.
+    Ok(Some(
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_tracked_inactivity(false)
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_context_activation(false),
+    ))
 }
 
-/// What becomes a span in a trace: this platform's spans (at info), not the libraries' own
-/// (the exporter's, the HTTP stacks'), whatever the logs show.
-pub(crate) fn recorded_spans() -> tracing_subscriber::filter::Targets {
-    use tracing_subscriber::filter::LevelFilter;
-    tracing_subscriber::filter::Targets::new().with_default(LevelFilter::INFO).with_targets(
-        [
-            "kit::untraced",
-            "opentelemetry",
-            "opentelemetry_sdk",
-            "opentelemetry_otlp",
-            "hyper",
-            "hyper_util",
-            "h2",
-            "tonic",
-            "reqwest",
-            "sqlx",
-        ]
-        .map(|target| (target, LevelFilter::OFF)),
-    )
+/// What becomes part of a trace: this platform's spans (at info), not the libraries' own (the
+/// exporter's, the HTTP stacks'), and of events only warnings and errors (an access line per
+/// request would cost more than the span it lands in), whatever the logs show.
+pub(crate) fn recorded<S: tracing::Subscriber>() -> impl tracing_subscriber::layer::Filter<S> {
+    use tracing_subscriber::filter::{FilterExt as _, LevelFilter, filter_fn};
+    let spans_and_warnings = filter_fn(|meta| meta.is_span() || *meta.level() <= tracing::Level::WARN);
+    tracing_subscriber::filter::Targets::new()
+        .with_default(LevelFilter::INFO)
+        .with_targets(
+            [
+                "kit::untraced",
+                "opentelemetry",
+                "opentelemetry_sdk",
+                "opentelemetry_otlp",
+                "hyper",
+                "hyper_util",
+                "h2",
+                "tonic",
+                "reqwest",
+                "sqlx",
+            ]
+            .map(|target| (target, LevelFilter::OFF)),
+        )
+        .and(spans_and_warnings)
 }
 
 /// Paths that are not traced: health probes, metric scrapes, static assets.
