@@ -72,11 +72,11 @@ async fn oversized_bodies_are_refused_everywhere() {
     let (status, _, body) =
         p.send("POST", &gateway_login, None, Some(&json!({"username": "bob", "password": "bob123"}))).await;
     assert_eq!(status, StatusCode::OK, "others still sign in: {body}");
-    // The Cap'n Web batch endpoint has its own (larger) limit.
+    // The Cap'n Web batch endpoint has its own (larger) limit: 8 MiB.
     let res = p
         .http
         .post(p.gw.url("/rpc/batch"))
-        .body(format!("[\"push\",[\"pipeline\",0,[\"x\"],[\"{}\"]]]", "x".repeat(5 * 1024 * 1024)))
+        .body(format!("[\"push\",[\"pipeline\",0,[\"x\"],[\"{}\"]]]", "x".repeat(9 * 1024 * 1024)))
         .send()
         .await
         .unwrap();
