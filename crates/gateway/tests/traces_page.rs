@@ -158,6 +158,18 @@ async fn an_order_is_one_waterfall_on_the_admins_traces_page() {
     let plain = http.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(!plain.contains("# {trace_id") && !plain.contains("# EOF"), "the text format has no exemplars");
 
+    // Under load, new traces are a sample (20 a second by default): a burst of 150 reads
+    // leaves at most 20 traces per second it took (and one window more), each one whole.
+    let started = Instant::now();
+    for _ in 0..150 {
+        http.get(gw.url("/api/products/2")).send().await.unwrap();
+    }
+    let seconds = started.elapsed().as_secs() + 2;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (_, sampled) = get("/admin/traces?operation=GET+%2Fapi%2Fproducts%2F%7Bid%7D".into()).await;
+    let traced = sampled.matches(">gateway GET /api/products/{id}<").count();
+    assert!(traced >= 1 && traced as u64 <= 20 * seconds, "{traced} traces of 150 reads in {seconds} s");
+
     // Unknown and malformed trace ids are 404s, not errors.
     for path in ["/admin/traces/00000000000000000000000000000000", "/admin/traces/not-a-trace"] {
         assert_eq!(get(path.into()).await.0, StatusCode::NOT_FOUND, "{path}");

@@ -130,8 +130,10 @@ where
         let route =
             req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_else(|| "-".to_string());
         // Probes, scrapes and static files are logged, not traced: they would crowd the
-        // requests people look for out of the traces kept.
-        let traced = crate::traces::recording() && !crate::traces::untraced_path(req.uri().path());
+        // requests people look for out of the traces kept. Nor is a request the sampling
+        // leaves out (crate::traces::admits); its calls say so, and their callees skip theirs.
+        let recordable = crate::traces::recording() && !crate::traces::untraced_path(req.uri().path());
+        let traced = recordable && ctx.as_ref().is_none_or(crate::traces::admits);
         macro_rules! request_span {
             ($target:literal) => {
                 tracing::info_span!(
@@ -162,6 +164,11 @@ where
                 let joined = crate::traces::join(&span, ctx);
                 req.extensions_mut().insert(joined.clone());
                 Some(joined)
+            }
+            Some(ctx) if recordable => {
+                let unrecorded = RequestContext { sampled: false, ..ctx.clone() };
+                req.extensions_mut().insert(unrecorded.clone());
+                Some(unrecorded)
             }
             _ => None,
         };

@@ -28,7 +28,14 @@ pub struct LogConfig {
     pub traces: Option<TraceExport>,
     /// How many of the last traces the process keeps in memory (`TRACES_KEPT`; 0: none).
     pub keep_traces: usize,
+    /// When traces are only kept (not exported), how many new ones a second are recorded
+    /// (`TRACES_PER_SECOND`; 0: every one).
+    pub new_traces_per_second: u32,
 }
+
+/// New traces recorded a second for the Traces page unless `TRACES_PER_SECOND` says otherwise:
+/// every click of a developer, a sample of a load test.
+pub const DEFAULT_NEW_TRACES_PER_SECOND: u32 = 20;
 
 /// Traces kept in memory unless `TRACES_KEPT` says otherwise: a few minutes of a developer's
 /// clicking (probes and static assets are not traced), typically well under a MB; at most 256
@@ -67,7 +74,8 @@ impl LogConfig {
         let keep_traces = s.parse_checked(&["TRACES_KEPT"], DEFAULT_KEPT_TRACES, |n| {
             if *n <= 10_000 { Ok(()) } else { Err("at most 10000 traces are kept".to_string()) }
         })?;
-        Ok(LogConfig { filter, format, traces: None, keep_traces })
+        let new_traces_per_second = s.parse_or(&["TRACES_PER_SECOND"], DEFAULT_NEW_TRACES_PER_SECOND)?;
+        Ok(LogConfig { filter, format, traces: None, keep_traces, new_traces_per_second })
     }
 }
 
@@ -98,7 +106,7 @@ where
         filter = filter.add_directive("opentelemetry_otlp=warn".parse().expect("static directive"));
     }
     // Each layer filters for itself: `LOG_LEVEL=warn` quietens the logs, not the traces.
-    let traces = crate::traces::layer(config.traces.as_ref(), config.keep_traces)?
+    let traces = crate::traces::layer(config.traces.as_ref(), config.keep_traces, config.new_traces_per_second)?
         .map(|layer| layer.with_filter(crate::traces::recorded()));
     let registry = tracing_subscriber::registry().with(traces);
     let _ = match config.format {

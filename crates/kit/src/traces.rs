@@ -22,6 +22,7 @@
 //! ([`join`]), so one order is one trace across the gateway and the services.
 
 mod recent;
+mod sampling;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +33,8 @@ use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
 pub use recent::{KeptSpan, KeptTrace, RecentTraces};
+pub(crate) use sampling::admits;
+use sampling::{admit_new_trace, in_recorded_trace};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::context::RequestContext;
@@ -106,11 +109,13 @@ impl TraceExport {
 }
 
 /// The layer that turns the process's spans into OpenTelemetry spans: exported when `export`
-/// says where, the last `keep` traces kept in memory ([`recent`]). None when neither.
-/// Called once, by [`crate::telemetry::init`].
+/// says where, the last `keep` traces kept in memory ([`recent`]). None when neither. When
+/// only kept, at most `new_per_second` new traces a second are recorded (0: all); exported,
+/// the standard `OTEL_TRACES_SAMPLER` decides. Called once, by [`crate::telemetry::init`].
 pub(crate) fn layer<S>(
     export: Option<&TraceExport>,
     keep: usize,
+    new_per_second: u32,
 ) -> Result<Option<tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::SdkTracer>>, String>
 where
     S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
@@ -119,8 +124,11 @@ where
         return Ok(None);
     }
     let mut provider = SdkTracerProvider::builder();
-    if let Some(export) = export {
-        provider = provider.with_batch_exporter(export.exporter()?).with_resource(export.resource());
+    match export {
+        Some(export) => {
+            provider = provider.with_batch_exporter(export.exporter()?).with_resource(export.resource());
+        }
+        None => sampling::limit_new_traces(new_per_second),
     }
     if keep > 0 {
         let recent = RECENT.get_or_init(|| RecentTraces::new(keep));
@@ -257,7 +265,11 @@ pub fn follow(
     traceparent: Option<&str>,
     tracestate: Option<&str>,
 ) -> tracing::Span {
-    if !recording() {
+    let recorded = match traceparent {
+        Some(t) => crate::context::parse_traceparent(t).is_some_and(|t| t.sampled),
+        None => admit_new_trace(),
+    };
+    if !recording() || !recorded {
         return tracing::Span::none();
     }
     let span = tracing::info_span!("message", service, "otel.name" = name, "otel.kind" = kind);
@@ -313,7 +325,7 @@ pub async fn unrecorded<F: Future>(work: F) -> F::Output {
 /// A span for a piece of work inside `service` worth seeing in a trace (password hashing,
 /// say); disabled when nothing is recorded.
 pub fn internal(service: &'static str, name: &str) -> tracing::Span {
-    if !recording() {
+    if !recording() || !in_recorded_trace() {
         return tracing::Span::none();
     }
     tracing::info_span!("work", service, "otel.name" = name, "otel.kind" = "internal")
@@ -323,7 +335,7 @@ pub fn internal(service: &'static str, name: &str) -> tracing::Span {
 /// `db.collection.name`, as OpenTelemetry's conventions name them. Disabled when nothing is
 /// recorded.
 pub fn database(system: &'static str, operation: &'static str, table: &'static str) -> tracing::Span {
-    if !recording() {
+    if !recording() || !in_recorded_trace() {
         return tracing::Span::none();
     }
     tracing::info_span!(
@@ -349,6 +361,9 @@ pub async fn linked<'a, F: Future>(
     if !recording() {
         return work.await;
     }
+    if !admit_new_trace() {
+        return unrecorded(work).await;
+    }
     let span = tracing::info_span!("batch", service, "otel.name" = name, "otel.kind" = kind);
     for (traceparent, tracestate) in traces {
         if let Some(cx) = remote(traceparent, tracestate) {
@@ -372,6 +387,13 @@ pub async fn procedure<F: Future>(
     if !recording() {
         return work.await;
     }
+    let caller = match RequestContext::current() {
+        Some(caller) if caller.sampled => caller,
+        Some(_) => return work.await,
+        // A WebSocket session's call: a trace of its own, if one may start now.
+        None if admit_new_trace() => RequestContext::from_headers(None, None),
+        None => return unrecorded(work).await,
+    };
     // The name is the peer's: an identifier of sane length, or not shown.
     let method = if method.len() <= 64 && method.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$') {
         method
@@ -387,7 +409,6 @@ pub async fn procedure<F: Future>(
         "rpc.service" = target,
         "rpc.method" = method,
     );
-    let caller = RequestContext::current().unwrap_or_else(|| RequestContext::from_headers(None, None));
     within(span, RequestContext { parent_span_id: None, ..caller }, work).await
 }
 
