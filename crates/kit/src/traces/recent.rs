@@ -186,8 +186,22 @@ fn kept_span(span: SpanData) -> KeptSpan {
         end: span.end_time,
         error,
         status_code,
-        attributes: span.attributes.iter().map(|kv| (kv.key.to_string(), text(&kv.value))).collect(),
+        attributes: latest_values(&span.attributes, text),
     }
+}
+
+/// Attributes as text, each key once with its last value (a field recorded again, such as the
+/// trace id a request span learns when it joins its trace, appears twice in the span data).
+fn latest_values(attributes: &[opentelemetry::KeyValue], text: impl Fn(&Value) -> String) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::with_capacity(attributes.len());
+    for kv in attributes {
+        let value = text(&kv.value);
+        match out.iter_mut().find(|(k, _)| k == kv.key.as_str()) {
+            Some(kept) => kept.1 = value,
+            None => out.push((kv.key.to_string(), value)),
+        }
+    }
+    out
 }
 
 /// The SDK's exporter into a [`RecentTraces`]: a lock and a few copies, on the batch thread.
@@ -221,7 +235,8 @@ mod tests {
         service: Option<&str>,
     ) -> SpanData {
         let at = |ms| SystemTime::UNIX_EPOCH + Duration::from_millis(1_000_000 + ms);
-        let mut attributes = vec![KeyValue::new("db.operation.name", "INSERT")];
+        let mut attributes =
+            vec![KeyValue::new("db.operation.name", "SELECT"), KeyValue::new("db.operation.name", "INSERT")];
         if let Some(service) = service {
             attributes.push(KeyValue::new("service", service.to_string()));
             attributes.push(KeyValue::new("http.response.status_code", 201_i64));
@@ -280,6 +295,8 @@ mod tests {
         );
         assert_eq!(order.services(), ["gateway", "orders", "catalog"]);
         assert_eq!(order.root().unwrap().status_code, Some(201));
+        let values = |key: &str| order.spans[0].attributes.iter().filter(|(k, _)| k == key).count();
+        assert_eq!(values("db.operation.name"), 1, "a field recorded twice is shown once, as last set");
         assert!(recent.get("not hex").is_none());
     }
 
