@@ -9,10 +9,14 @@
 #   ORDERS_BACKENDS="sqlite" ORDERS_CONCURRENCY="16 64" ORDERS_FIND_SECS=15 ORDERS_HOLD_SECS=20 bash bench/orders.sh
 #   BENCH_PG_URL=postgres://postgres@127.0.0.1:5432/test   (a fresh schema per service and run, dropped after)
 #   ORDERS_PREVIOUS_BIN=/path/to/old/ordermesh ORDERS_PREVIOUS_LABEL=01805d5 bash bench/orders.sh
+#   ORDERS_TRACE_EXPORT=1 bash bench/orders.sh
 #
 # With ORDERS_PREVIOUS_BIN (a release build of an earlier commit), each backend is measured on
 # that build too, right after this one, with the same load tool and settings: the anchor for
 # "no regression", as figures from different runs cannot be compared on a shared machine.
+# With ORDERS_TRACE_EXPORT=1, this build is measured again exporting every span over OTLP/HTTP
+# to a receiver on this machine (bench/otlp_receiver.py, which decodes each export with the
+# official protobuf definitions): the cost of tracing to a live collector, in the same run.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 BACKENDS=${ORDERS_BACKENDS:-sqlite postgres}
@@ -24,6 +28,8 @@ PREVIOUS_BIN=${ORDERS_PREVIOUS_BIN:-}
 [[ -z $PREVIOUS_BIN || -x $PREVIOUS_BIN ]] || { log "ORDERS_PREVIOUS_BIN=$PREVIOUS_BIN is not an executable"; exit 1; }
 BUILDS="this"
 [[ -n $PREVIOUS_BIN ]] && BUILDS="this previous"
+TRACE_EXPORT=${ORDERS_TRACE_EXPORT:-0}
+[[ $TRACE_EXPORT == 1 ]] && BUILDS="$BUILDS exporting"
 PG_URL=${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/test}
 STAMP=$(date -u +%Y%m%d%H%M%S)
 
@@ -49,6 +55,34 @@ run_load() { # json-file extra args…
     echo "$rc" >"${json%.json}.rc"
 }
 
+# The OTLP receiver, from PyPI's opentelemetry-proto in a virtual environment of its own.
+RECEIVER_PID=""
+receiver_python() {
+    local venv="${XDG_CACHE_HOME:-$HOME/.cache}/ordermesh-otlp-venv"
+    if ! "$venv/bin/python" -c 'import opentelemetry.proto' 2>/dev/null; then
+        log "installing opentelemetry-proto for the OTLP receiver"
+        python3 -m venv "$venv" >&2 && "$venv/bin/pip" install --quiet opentelemetry-proto >&2 ||
+            { log "could not install opentelemetry-proto: the export-on runs cannot be measured"; exit 1; }
+    fi
+    echo "$venv/bin/python"
+}
+start_receiver() { # name: sets OTLP_URL
+    local python
+    python=$(receiver_python)
+    rm -f "$RUNS/$1.port"
+    "$python" "$ROOT/bench/otlp_receiver.py" --port-file "$RUNS/$1.port" --counts-file "$RUNS/$1.spans" &
+    RECEIVER_PID=$!
+    PIDS+=("$RECEIVER_PID")
+    for _ in $(seq 1 100); do [[ -s $RUNS/$1.port ]] && break; sleep 0.05; done
+    [[ -s $RUNS/$1.port ]] || { log "the OTLP receiver did not start"; exit 1; }
+    OTLP_URL="http://127.0.0.1:$(cat "$RUNS/$1.port")"
+}
+stop_receiver() {
+    kill -TERM "$RECEIVER_PID" 2>/dev/null
+    wait "$RECEIVER_PID" 2>/dev/null
+    forget_pid "$RECEIVER_PID"
+}
+
 orders_per_s() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["totals"]["orders_per_s"])' "$1"; }
 
 wait_quiet
@@ -68,7 +102,7 @@ for backend in $BACKENDS; do
         schema="bench_${STAMP}"
         extra=(DATABASE_URL="$PG_URL" USERS_DATABASE_SCHEMA="${schema}_users"
             CATALOG_DATABASE_SCHEMA="${schema}_catalog" ORDERS_DATABASE_SCHEMA="${schema}_orders")
-        for part in users catalog orders prev_users prev_catalog prev_orders; do
+        for part in users catalog orders prev_users prev_catalog prev_orders exp_users exp_catalog exp_orders; do
             CLEANUP_HOOKS+=("psql -q '$PG_URL' -c 'DROP SCHEMA IF EXISTS ${schema}_$part CASCADE;' >/dev/null 2>&1")
         done
         ;;
@@ -88,6 +122,13 @@ for backend in $BACKENDS; do
             [[ $backend == postgres ]] && build_extra=(DATABASE_URL="$PG_URL" USERS_DATABASE_SCHEMA="${schema}_prev_users"
                 CATALOG_DATABASE_SCHEMA="${schema}_prev_catalog" ORDERS_DATABASE_SCHEMA="${schema}_prev_orders")
         fi
+        if [[ $build == exporting ]]; then
+            name="exporting-$backend"
+            [[ $backend == postgres ]] && build_extra=(DATABASE_URL="$PG_URL" USERS_DATABASE_SCHEMA="${schema}_exp_users"
+                CATALOG_DATABASE_SCHEMA="${schema}_exp_catalog" ORDERS_DATABASE_SCHEMA="${schema}_exp_orders")
+            start_receiver "$name"
+            build_extra+=(OTEL_EXPORTER_OTLP_ENDPOINT="$OTLP_URL" OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf)
+        fi
         log "$name: starting ordermesh up"
         start_ordermesh "orders-$name" "${RAISED_LIMITS[@]}" "${build_extra[@]}"
         best=0
@@ -106,6 +147,7 @@ for backend in $BACKENDS; do
         fi
         echo "$best" >"$RUNS/$name.best"
         stop_ordermesh
+        [[ $build == exporting ]] && stop_receiver
     done
     unset OM_BIN
 done
@@ -154,6 +196,10 @@ def collect(prefix):
 
 backends = collect("")
 previous = collect("previous-")
+exporting = collect("exporting-")
+for backend, b in exporting.items():
+    counts = f"{runs_dir}/exporting-{backend}.spans"
+    b["receiver"] = json.load(open(counts)) if os.path.exists(counts) else None
 previous_label = os.environ.get("PREVIOUS_BUILD", "")
 
 targets = []
@@ -190,6 +236,15 @@ if previous:
             for b in previous if b in backends and previous[b]["max_orders_per_s"]
         },
     }
+if exporting:
+    result["exporting"] = {
+        "how": "this build again, every span exported over OTLP/HTTP (protobuf) to bench/otlp_receiver.py on this machine",
+        "backends": exporting,
+        "ratio_max_orders_per_s": {
+            b: round(exporting[b]["max_orders_per_s"] / backends[b]["max_orders_per_s"], 3)
+            for b in exporting if b in backends and backends[b]["max_orders_per_s"]
+        },
+    }
 out = os.environ["OUT"]
 json.dump(result, open(f"{out}/orders.json", "w"), indent=2, ensure_ascii=False)
 
@@ -212,6 +267,7 @@ lines = [
 ]
 measured = [(backend, b) for backend, b in backends.items()]
 measured += [(f"{backend} (previous build {previous_label})", b) for backend, b in previous.items()]
+measured += [(f"{backend} (this build, exporting traces)", b) for backend, b in exporting.items()]
 for backend, b in measured:
     rows = [(f"closed, {f['concurrency']} users", f) for f in b["find"]]
     if b["at_80pct"]:
@@ -234,6 +290,12 @@ if previous:
     lines += ["", f"This build against the previous build ({previous_label}), best orders/s in the same run:", ""]
     for b, ratio in result["previous_build"]["ratio_max_orders_per_s"].items():
         lines.append(f"- {b}: {backends[b]['max_orders_per_s']:,.1f} vs {previous[b]['max_orders_per_s']:,.1f} ({ratio:.2f}×)")
+if exporting:
+    lines += ["", "This build exporting every span over OTLP/HTTP to a receiver on this machine, against the same build not exporting (its traces kept in memory only), best orders/s in the same run:", ""]
+    for b, ratio in result["exporting"]["ratio_max_orders_per_s"].items():
+        r = exporting[b]["receiver"] or {}
+        lines.append(f"- {b}: {exporting[b]['max_orders_per_s']:,.1f} vs {backends[b]['max_orders_per_s']:,.1f} ({ratio:.2f}×); "
+                     f"the receiver decoded {r.get('spans', 0):,} spans in {r.get('requests', 0):,} exports, refused {r.get('refused', 0)}")
 lines.append("")
 open(f"{out}/orders.md", "w").write("\n".join(lines))
 print("\n".join(lines))
