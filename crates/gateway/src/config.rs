@@ -9,6 +9,7 @@ use kit::client::parse_instance_list;
 use kit::client_ip::TrustedProxies;
 use kit::config::{ConfigError, Scoped, Settings};
 use kit::server::ServerConfig;
+use kit::tls::TlsSettings;
 use url::Url;
 
 use crate::rules::PerService;
@@ -94,6 +95,10 @@ pub struct Config {
     /// `UPLOAD_LIMIT_BYTES`, default 16 MiB); every other request keeps `BODY_LIMIT_BYTES`.
     /// The catalog's `IMAGE_MAX_BYTES` is the limit a picture is judged by.
     pub upload_limit: usize,
+    /// TLS at the edge (`TLS_CERT_FILE`, `TLS_KEY_FILE`); plain HTTP without them.
+    pub tls: Option<TlsSettings>,
+    /// `HTTP_REDIRECT_PORT`: with TLS on, a plain-HTTP port that sends every request to HTTPS.
+    pub http_redirect_port: Option<u16>,
 }
 
 fn quota(
@@ -195,8 +200,15 @@ impl Config {
                 Err("must be between 1 KiB and 256 MiB".into())
             }
         })?;
+        let tls = TlsSettings::from_settings(&s)?;
+        let http_redirect_port: Option<u16> = s.parse(&["HTTP_REDIRECT_PORT"])?;
+        if http_redirect_port.is_some() && tls.is_none() {
+            return Err(s.invalid(&["HTTP_REDIRECT_PORT"], "redirects to HTTPS need TLS_CERT_FILE and TLS_KEY_FILE"));
+        }
         Ok(Config {
             upload_limit,
+            tls,
+            http_redirect_port,
             server,
             upstreams,
             jwt: JwtSettings::from_settings(&s)?,
@@ -226,6 +238,24 @@ mod tests {
 
     fn localhost() -> IpAddr {
         IpAddr::from([127, 0, 0, 1])
+    }
+
+    #[test]
+    fn tls_at_the_edge_and_its_redirect_port() {
+        let c = Config::from_settings(&Settings::from_pairs([("UNUSED", "1")]), localhost(), 0).unwrap();
+        assert!(c.tls.is_none() && c.http_redirect_port.is_none(), "plain HTTP by default");
+        let s = Settings::from_pairs([
+            ("TLS_CERT_FILE", "/e.crt"),
+            ("TLS_KEY_FILE", "/e.key"),
+            ("HTTP_REDIRECT_PORT", "80"),
+        ]);
+        let c = Config::from_settings(&s, localhost(), 0).unwrap();
+        assert_eq!(c.tls.map(|t| t.cert_file), Some("/e.crt".into()));
+        assert_eq!(c.http_redirect_port, Some(80));
+        let err = Config::from_settings(&Settings::from_pairs([("HTTP_REDIRECT_PORT", "80")]), localhost(), 0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HTTP_REDIRECT_PORT") && err.contains("TLS_CERT_FILE"), "{err}");
     }
 
     #[test]

@@ -17,8 +17,11 @@ pub mod problem;
 pub mod server;
 pub mod service_settings;
 pub mod telemetry;
+#[cfg(any(test, feature = "testing"))]
+pub mod test_certs;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 pub mod traces;
 
 pub use problem::Problem;

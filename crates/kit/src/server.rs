@@ -21,6 +21,7 @@ use crate::config::{ConfigError, Scoped};
 use crate::layers::{AccessLogLayer, HttpMetricsLayer, RequestIdLayer};
 use crate::metrics::Metrics;
 use crate::problem::Problem;
+use crate::tls::Tls;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -301,6 +302,34 @@ pub async fn serve(
     stop: CancellationToken,
     grace: Duration,
 ) -> std::io::Result<()> {
+    serve_with(listener, router, None, stop, grace).await
+}
+
+/// As [`serve`], over TLS: HTTP/1.1 or HTTP/2 as the client's ALPN chooses, the handshake
+/// bounded by [`TLS_HANDSHAKE_TIMEOUT`], every answer with `Strict-Transport-Security`, every
+/// request marked [`OverTls`], and the certificate read again when its files change.
+pub async fn serve_tls(
+    listener: TcpListener,
+    router: Router,
+    tls: Tls,
+    stop: CancellationToken,
+    grace: Duration,
+) -> std::io::Result<()> {
+    serve_with(listener, router, Some(tls), stop, grace).await
+}
+
+/// Marks a request that came over a TLS connection (the gateway then tells upstreams
+/// `X-Forwarded-Proto: https`).
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
+
+async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<Tls>,
+    stop: CancellationToken,
+    grace: Duration,
+) -> std::io::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::server::graceful::GracefulShutdown;
@@ -310,6 +339,8 @@ pub async fn serve(
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(MAX_HEADER_BYTES);
     builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEADER_BYTES as u32);
     let graceful = GracefulShutdown::new();
+    let _reloading = tls.as_ref().map(|tls| tls.watch(stop.clone()));
+    let hsts = tls.as_ref().map(|tls| tls.hsts().clone());
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -324,15 +355,43 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let router = router.clone();
+                let hsts = hsts.clone();
                 let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                    if hsts.is_some() {
+                        req.extensions_mut().insert(OverTls);
+                    }
                     let mut router = router.clone();
-                    async move { tower::Service::call(&mut router, req.map(axum::body::Body::new)).await }
+                    let hsts = hsts.clone();
+                    async move {
+                        let mut res = tower::Service::call(&mut router, req.map(axum::body::Body::new)).await?;
+                        if let Some(hsts) = hsts {
+                            res.headers_mut().entry(header::STRICT_TRANSPORT_SECURITY).or_insert(hsts);
+                        }
+                        Ok::<_, std::convert::Infallible>(res)
+                    }
                 });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
+                let Some(tls) = &tls else {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(error = %e, %peer, "connection ended with an error");
+                        }
+                    });
+                    continue;
+                };
+                let acceptor = tls.acceptor().clone();
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => return tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                    };
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(error = %e, %peer, "connection ended with an error");
                     }
                 });
@@ -350,6 +409,8 @@ pub async fn serve(
     }
 }
 
+/// How long a client may take to finish the TLS handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may take to send a request's headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most header bytes accepted for one request.

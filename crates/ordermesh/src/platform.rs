@@ -55,7 +55,11 @@ pub async fn up(mut settings: Settings) -> anyhow::Result<()> {
         let port = port_for(&settings, &port_key, service.default_port)?;
         let listener = bind(host, port, service.name).await?;
         // In `up` the services find each other here, whatever *_SERVICE_URL says.
-        settings.insert(service.url_key, reachable_url(host, &listener)?, Origin::CommandLine);
+        let mut url = reachable_url(host, &listener)?;
+        if service.edge && kit::tls::TlsSettings::from_settings(&settings.scoped(service.as_str))?.is_some() {
+            url = url.replacen("http://", "https://", 1);
+        }
+        settings.insert(service.url_key, url, Origin::CommandLine);
         listeners.push((service, listener));
     }
     let mut running = Vec::new();
@@ -65,7 +69,7 @@ pub async fn up(mut settings: Settings) -> anyhow::Result<()> {
         let started = (service.start)(&settings, host, port).await?;
         closers.push(started.close);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(kit::server::serve(listener, started.router, stop.clone(), started.shutdown_grace));
+        let task = tokio::spawn(started.server.run(listener, stop.clone()));
         running.push((service.name, stop, task));
     }
     let front_url = settings.global().string(&[ServiceName::Gateway.spec().url_key]).unwrap_or_default();
@@ -141,7 +145,7 @@ pub async fn serve(service: ServiceName, mut settings: Settings) -> anyhow::Resu
     let started = (service.spec().start)(&settings, host, listener.local_addr()?.port()).await?;
     tracing::info!(service = service.as_str(), addr = %listener.local_addr()?, "serving");
     let stop = CancellationToken::new();
-    let server = tokio::spawn(kit::server::serve(listener, started.router, stop.clone(), started.shutdown_grace));
+    let server = tokio::spawn(started.server.run(listener, stop.clone()));
     kit::server::shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests");
     stop.cancel();

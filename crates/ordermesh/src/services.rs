@@ -12,6 +12,7 @@ use axum::Router;
 use futures::future::BoxFuture;
 use kit::config::Settings;
 use sqlx::migrate::Migrator;
+use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -119,11 +120,45 @@ pub fn development_clients() -> String {
     token_clients().iter().map(|c| format!("{c}:dev-{c}-secret")).collect::<Vec<_>>().join(",")
 }
 
-/// A started service: its router, and how to close what it holds open (database pools).
+/// A started service: how it serves, and how to close what it holds open (database pools).
 pub struct Started {
-    pub router: Router,
+    pub server: Server,
     pub close: BoxFuture<'static, ()>,
+}
+
+/// What a started service serves on its port, and how.
+pub struct Server {
+    pub router: Router,
     pub shutdown_grace: Duration,
+    /// TLS on its port when configured (the gateway's `TLS_CERT_FILE`/`TLS_KEY_FILE`).
+    pub tls: Option<kit::tls::Tls>,
+    /// More ports it answers on, each with its own router (the gateway's `HTTP_REDIRECT_PORT`).
+    pub also: Vec<(tokio::net::TcpListener, Router)>,
+}
+
+impl Server {
+    fn new(router: Router, shutdown_grace: Duration) -> Self {
+        Server { router, shutdown_grace, tls: None, also: Vec::new() }
+    }
+
+    /// Serves on `listener`, and on its other ports, until `stop`; in-flight requests get the
+    /// shutdown grace.
+    pub async fn run(self, listener: tokio::net::TcpListener, stop: CancellationToken) -> std::io::Result<()> {
+        let grace = self.shutdown_grace;
+        let others: Vec<_> = self
+            .also
+            .into_iter()
+            .map(|(listener, router)| tokio::spawn(kit::server::serve(listener, router, stop.clone(), grace)))
+            .collect();
+        let served = match self.tls {
+            Some(tls) => kit::server::serve_tls(listener, self.router, tls, stop, grace).await,
+            None => kit::server::serve(listener, self.router, stop, grace).await,
+        };
+        for other in others {
+            other.await.map_err(std::io::Error::other)??;
+        }
+        served
+    }
 }
 
 fn start_users(settings: &Settings, host: IpAddr, port: u16) -> BoxFuture<'_, anyhow::Result<Started>> {
@@ -132,7 +167,10 @@ fn start_users(settings: &Settings, host: IpAddr, port: u16) -> BoxFuture<'_, an
         let shutdown_grace = config.server.shutdown_grace;
         let state = users::AppState::start(config).await.context("the users service could not start")?;
         let db = state.users.store().db().clone();
-        Ok(Started { router: users::router(state), close: Box::pin(async move { db.close().await }), shutdown_grace })
+        Ok(Started {
+            server: Server::new(users::router(state), shutdown_grace),
+            close: Box::pin(async move { db.close().await }),
+        })
     })
 }
 
@@ -142,7 +180,10 @@ fn start_catalog(settings: &Settings, host: IpAddr, port: u16) -> BoxFuture<'_, 
         let shutdown_grace = config.server.shutdown_grace;
         let state = catalog::AppState::start(config).await.context("the catalog service could not start")?;
         let db = state.catalog.store().db().clone();
-        Ok(Started { router: catalog::router(state), close: Box::pin(async move { db.close().await }), shutdown_grace })
+        Ok(Started {
+            server: Server::new(catalog::router(state), shutdown_grace),
+            close: Box::pin(async move { db.close().await }),
+        })
     })
 }
 
@@ -152,7 +193,10 @@ fn start_orders(settings: &Settings, host: IpAddr, port: u16) -> BoxFuture<'_, a
         let shutdown_grace = config.server.shutdown_grace;
         let state = orders::AppState::start(config).await.context("the orders service could not start")?;
         let db = state.orders.store().db().clone();
-        Ok(Started { router: orders::router(state), close: Box::pin(async move { db.close().await }), shutdown_grace })
+        Ok(Started {
+            server: Server::new(orders::router(state), shutdown_grace),
+            close: Box::pin(async move { db.close().await }),
+        })
     })
 }
 
@@ -161,10 +205,26 @@ fn start_gateway(settings: &Settings, host: IpAddr, port: u16) -> BoxFuture<'_, 
         let config = gateway::Config::from_settings(settings, host, port)?;
         let pages = storefront::config::Config::from_settings(settings)?;
         let shutdown_grace = config.server.shutdown_grace;
+        // Before anything connects anywhere: a certificate that cannot be served stops the start.
+        let tls = match &config.tls {
+            Some(tls) => {
+                Some(kit::tls::Tls::load(tls).map_err(|e| anyhow::anyhow!("the gateway cannot serve TLS: {e}"))?)
+            }
+            None => None,
+        };
+        let mut also = Vec::new();
+        if let Some(redirect_port) = config.http_redirect_port {
+            let addr = std::net::SocketAddr::new(host, redirect_port);
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("the gateway cannot listen on {addr} for HTTP_REDIRECT_PORT: {e}"))?;
+            also.push((listener, kit::tls::redirect_to_https(port)));
+        }
         let mut state =
             gateway::AppState::start(config).await.map_err(|e| anyhow::anyhow!("the gateway could not start: {e}"))?;
         state.openapi = Arc::new(public_api());
-        Ok(Started { router: storefront::with_gateway(state, pages), close: Box::pin(async {}), shutdown_grace })
+        let server = Server { tls, also, ..Server::new(storefront::with_gateway(state, pages), shutdown_grace) };
+        Ok(Started { server, close: Box::pin(async {}) })
     })
 }
 

@@ -12,8 +12,8 @@ pub struct Config {
     /// random per process when unset (sessions then do not survive a restart or span gateway
     /// instances). Required in production mode.
     pub session_key: Option<Vec<u8>>,
-    /// Mark cookies `Secure` (`SECURE_COOKIES`; on by default in production, off for
-    /// http://localhost).
+    /// Mark cookies `Secure` (`SECURE_COOKIES`; on by default in production and when the
+    /// gateway serves TLS, off for http://localhost).
     pub secure_cookies: bool,
     /// How often the admin dashboard samples the platform's metrics
     /// (`DASHBOARD_SAMPLE_INTERVAL`, seconds or with a unit; 1 s to 10 min).
@@ -56,7 +56,8 @@ impl Config {
         }
         Ok(Config {
             session_key,
-            secure_cookies: s.bool_or(&["SECURE_COOKIES"], production)?,
+            secure_cookies: s
+                .bool_or(&["SECURE_COOKIES"], production || kit::tls::TlsSettings::from_settings(&s)?.is_some())?,
             dashboard_sample_interval,
             session_refresh_grace,
         })
@@ -116,5 +117,13 @@ mod tests {
         let key = "cd".repeat(64);
         let s = Settings::from_pairs([("ORDERMESH_ENV", "production"), ("SESSION_KEY", key.as_str())]);
         assert!(Config::from_settings(&s).unwrap().secure_cookies);
+    }
+
+    #[test]
+    fn cookies_are_secure_when_the_gateway_serves_tls() {
+        let tls = [("TLS_CERT_FILE", "/etc/edge.crt"), ("TLS_KEY_FILE", "/etc/edge.key")];
+        assert!(Config::from_settings(&Settings::from_pairs(tls)).unwrap().secure_cookies);
+        let behind_a_terminator = Settings::from_pairs(tls).with("SECURE_COOKIES", "false");
+        assert!(!Config::from_settings(&behind_a_terminator).unwrap().secure_cookies, "an explicit choice wins");
     }
 }

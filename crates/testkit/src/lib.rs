@@ -59,7 +59,7 @@ impl Services {
             let started = (service.start)(&s, localhost(), 0)
                 .await
                 .unwrap_or_else(|e| panic!("the {} service starts: {e:#}", service.as_str));
-            let server = TestServer::start(started.router).await;
+            let server = TestServer::start(started.server.router).await;
             shared.push((service.url_key, server.base()));
             servers.push((service.name, server));
             kept.push((service.name, service_data));

@@ -45,8 +45,13 @@ fn connection_listed(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
-/// The headers the upstream sees.
-pub fn forwarded(incoming: &HeaderMap, peer: Option<SocketAddr>, trusted: &TrustedProxies) -> HeaderMap {
+/// The headers the upstream sees; `over_tls` when the client reached the gateway over TLS.
+pub fn forwarded(
+    incoming: &HeaderMap,
+    peer: Option<SocketAddr>,
+    trusted: &TrustedProxies,
+    over_tls: bool,
+) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(incoming.len() + 4);
     let listed = connection_listed(incoming);
     let peer_trusted = peer.is_some_and(|p| trusted.trusts(p.ip()));
@@ -79,7 +84,8 @@ pub fn forwarded(incoming: &HeaderMap, peer: Option<SocketAddr>, trusted: &Trust
     // here under `/api`, whatever a client or an earlier proxy said.
     out.insert(HeaderName::from_static("x-forwarded-prefix"), HeaderValue::from_static("/api"));
     if !out.contains_key("x-forwarded-proto") {
-        out.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("http"));
+        let scheme = if over_tls { "https" } else { "http" };
+        out.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static(scheme));
     }
     if let Some(host) = incoming.get(header::HOST)
         && !out.contains_key("x-forwarded-host")
@@ -102,4 +108,20 @@ pub fn strip_response(mut res: Response) -> Response {
         headers.remove(name.as_str());
     }
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstreams_are_told_the_scheme_the_client_used() {
+        let trusted = TrustedProxies::default();
+        let mut incoming = HeaderMap::new();
+        // A client's own claim is not believed: it is not a trusted proxy.
+        incoming.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        let peer = Some(SocketAddr::from(([192, 0, 2, 1], 4000)));
+        assert_eq!(forwarded(&incoming, peer, &trusted, false)["x-forwarded-proto"], "http");
+        assert_eq!(forwarded(&incoming, peer, &trusted, true)["x-forwarded-proto"], "https");
+    }
 }

@@ -149,11 +149,12 @@ impl Proxy {
             Payload::streamed(body, body_limit)
         };
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+        let over_tls = parts.extensions.get::<kit::server::OverTls>().is_some();
         Ok(Arc::new(Exchange {
             upstream: upstream.clone(),
             method: parts.method,
             path_and_query: path_and_query.to_string(),
-            headers: headers::forwarded(&parts.headers, peer, &self.trusted),
+            headers: headers::forwarded(&parts.headers, peer, &self.trusted, over_tls),
             payload,
             retryable,
             deadline: self.deadline(),

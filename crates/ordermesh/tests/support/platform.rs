@@ -63,8 +63,10 @@ impl Up {
         ]);
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
         let url = |p: u16| format!("http://127.0.0.1:{p}");
+        // With a certificate the gateway is reached by the name it is issued to.
+        let tls = extra.iter().any(|(k, _)| *k == "TLS_CERT_FILE");
         let mut up = Up {
-            gateway: url(ports[0]),
+            gateway: if tls { format!("https://localhost:{}", ports[0]) } else { url(ports[0]) },
             users: url(ports[1]),
             catalog: url(ports[2]),
             orders: url(ports[3]),
@@ -92,6 +94,18 @@ impl Up {
         self.child = Some(child);
         let urls = [self.users.clone(), self.catalog.clone(), self.orders.clone(), self.gateway.clone()];
         for url in urls {
+            if let Some(https) = url.strip_prefix("https://") {
+                // The services behind it are ready; the TLS port has only to listen.
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while std::net::TcpStream::connect(https).is_err() {
+                    if let Some(why) = self.exited() {
+                        panic!("{why}");
+                    }
+                    assert!(Instant::now() < deadline, "{url} did not listen within 30 s");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                continue;
+            }
             wait_ready(&url, Duration::from_secs(60), || self.exited());
         }
     }
