@@ -10,7 +10,7 @@ export const ARTIFACTS = fileURLToPath(new URL('../artifacts/', import.meta.url)
 mkdirSync(ARTIFACTS, { recursive: true });
 
 /** A fresh headless Chromium; `launch` gives it a fresh temporary user-data-dir. */
-export async function launch() {
+export async function launch(extraArgs = []) {
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     headless: true,
@@ -23,6 +23,7 @@ export async function launch() {
       '--disable-background-networking',
       '--disable-component-update',
       '--disable-sync',
+      ...extraArgs,
     ],
   });
 }
