@@ -108,6 +108,13 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
     Ok((k.trim().to_string(), v.to_string()))
 }
 
+/// mimalloc rather than glibc's malloc: a third of the gateway hop's instructions and a sixth
+/// of an order's went to glibc malloc/free (bench/README.md, "Profiles"). Its large blocks go
+/// back to the system when freed, as the threshold below makes glibc do for what C code
+/// (SQLite) still allocates there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Password hashing (Argon2, 19 MiB a hash) makes the largest allocations of the platform.
 /// Once glibc sees such a block freed it raises its mmap threshold, and from then on keeps these
 /// blocks in per-thread heaps it does not give back: a load with a few hundred sign-ins left
