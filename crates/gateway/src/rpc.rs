@@ -13,6 +13,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::OnceCell;
+
 use api::orders::Order;
 use api::users::{TokenResponse, User};
 use api::{Grants, Permission};
@@ -49,8 +51,8 @@ pub struct Shop {
     /// Who opened the session, as the edge's limits know them.
     client: IpAddr,
     /// This session's User objects, by token (one object per token, as the seed does) and by
-    /// seal.
-    by_token: Mutex<HashMap<String, Arc<UserCap>>>,
+    /// seal. A token's cell is filled once, by the first call naming it.
+    by_token: Mutex<HashMap<String, Arc<OnceCell<Arc<UserCap>>>>>,
     by_seal: Mutex<HashMap<String, Arc<UserCap>>>,
 }
 
@@ -136,12 +138,34 @@ impl Shop {
     }
 
     /// This session's User object for `token`, made on first use.
+    ///
+    /// The calls of an HTTP batch arrive together in a fresh session: the first one naming a
+    /// token verifies it and reads the profile, the others wait for that one instead of each
+    /// asking the users service (a batch of 100 calls made 100 requests for the same profile).
     async fn user_for_token(&self, token: &str) -> Result<Arc<UserCap>, RpcError> {
-        let existing = self.by_token.lock().expect("users lock").get(token).cloned();
-        if let Some(user) = existing {
+        let cell = {
+            let mut by_token = self.by_token.lock().expect("users lock");
+            match by_token.get(token) {
+                Some(cell) => cell.clone(),
+                None => by_token.entry(token.to_string()).or_default().clone(),
+            }
+        };
+        let mut verified_here = false;
+        let user = cell
+            .get_or_try_init(|| {
+                verified_here = true;
+                self.user_from_token(token)
+            })
+            .await?
+            .clone();
+        if !verified_here {
             user.check_alive().await?;
-            return Ok(user);
         }
+        Ok(user)
+    }
+
+    /// Verifies `token` and makes its User object (with the profile from the users service).
+    async fn user_from_token(&self, token: &str) -> Result<Arc<UserCap>, RpcError> {
         let principal = self
             .backend
             .edge
@@ -166,7 +190,6 @@ impl Shop {
             verifier: self.backend.edge.verifier.clone(),
         });
         self.by_seal.lock().expect("users lock").insert(user.seal.clone(), user.clone());
-        self.by_token.lock().expect("users lock").insert(token.to_string(), user.clone());
         Ok(user)
     }
 

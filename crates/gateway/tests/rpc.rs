@@ -233,3 +233,32 @@ async fn the_users_service_throttles_the_rpc_guesser_not_everyone_behind_the_gat
     assert!(other.starts_with("[\"resolve\",1,") && other.contains("\"token\""), "{other}");
     services.finish().await;
 }
+
+/// The users service's count of `GET /users/me` answers, from its metrics.
+async fn profile_reads(services: &Services) -> u64 {
+    let text = reqwest::get(services.users.url("/metrics")).await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("http_requests_total{") && l.contains("route=\"/users/me\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test]
+async fn the_calls_of_one_http_batch_share_one_look_up_of_their_token() {
+    let services = Services::start(&|s| s).await;
+    let gw = gateway(services.settings()).await;
+    let http = reqwest::Client::new();
+    let token = common::login(&http, &gw, "bob", "bob123").await["access_token"].as_str().unwrap().to_string();
+    let batch = BatchClient::new(format!("http://{}/rpc/batch", gw.addr));
+    let calls = 40;
+    let mut messages: Vec<Message> =
+        (0..calls).map(|_| Message::Push(json!(["pipeline", 0, ["getUserProfile"], [token]]))).collect();
+    messages.extend((1..=calls as i64).map(Message::Pull));
+    let before = profile_reads(&services).await;
+    let answers = batch.send(&messages).await.unwrap();
+    let profiles = answers.iter().filter(|m| matches!(m, Message::Resolve(..))).count();
+    assert_eq!(profiles, calls, "{:?}", answers.iter().map(Message::to_json).collect::<Vec<_>>());
+    // All 40 arrived before any was answered; one verified the token and read the profile.
+    assert_eq!(profile_reads(&services).await - before, 1, "one profile read for the whole batch");
+    services.finish().await;
+}
