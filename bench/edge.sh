@@ -9,6 +9,11 @@
 #   EDGE_DURATION=10 EDGE_ROUNDS=3 EDGE_CONNECTIONS=32 EDGE_THREADS=1 bash bench/edge.sh
 #   EDGE_PREVIOUS_BIN=/path/to/old/ordermesh EDGE_PREVIOUS_LABEL=1f12e5f bash bench/edge.sh
 #
+# TLS at the edge (EDGE_TLS=0 leaves it out): a gateway process of this build serving HTTPS with a
+# certificate made here, and nginx with the same certificate, both proxying to the same catalog
+# over plain HTTP, measured over HTTP/1.1 (wrk) and HTTP/2 (h2load, one stream per connection,
+# the same connection count), each beside the plain gateway process of this build.
+#
 # With EDGE_PREVIOUS_BIN (a release build of an earlier commit), two more paths run in the same
 # rounds: this build's gateway and the previous build's, each as a process of its own
 # (`ordermesh serve gateway`) in front of the same catalog, so a change to the gateway is judged
@@ -25,6 +30,9 @@ HAPROXY_PORT=$((PORT_BASE + 11))
 HELLO_PORT=$((PORT_BASE + 12))
 THIS_GATEWAY_PORT=$((PORT_BASE + 13))
 PREVIOUS_GATEWAY_PORT=$((PORT_BASE + 14))
+TLS_GATEWAY_PORT=$((PORT_BASE + 15))
+NGINX_TLS_PORT=$((PORT_BASE + 16))
+TLS=${EDGE_TLS:-1}
 PREVIOUS_BIN=${EDGE_PREVIOUS_BIN:-}
 [[ -z $PREVIOUS_BIN || -x $PREVIOUS_BIN ]] || { log "EDGE_PREVIOUS_BIN=$PREVIOUS_BIN is not an executable"; exit 1; }
 CATALOG_PORT=$((PORT_BASE + 3))
@@ -32,6 +40,10 @@ CATALOG_PORT=$((PORT_BASE + 3))
 need wrk wrk
 need nginx nginx
 need haproxy haproxy
+if [[ $TLS != 0 ]]; then
+    need h2load nghttp2-client
+    need openssl openssl
+fi
 build
 HELLO_BIN="$CARGO_TARGET_DIR/release/examples/hello"
 if [[ ${BENCH_BUILD:-1} != 0 || ! -x $HELLO_BIN ]]; then
@@ -47,6 +59,23 @@ TOKEN=$(admin_token "$OM_URL")
 PRODUCT=1
 curl -sf -H "authorization: Bearer $TOKEN" "$OM_URL/api/products/$PRODUCT" >/dev/null
 
+NGINX_TLS_SERVER=""
+if [[ $TLS != 0 ]]; then
+    # One certificate for both TLS servers (P-256, as a modern edge would present).
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
+        -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$WORK/edge.key" -out "$WORK/edge.crt" 2>/dev/null
+    NGINX_TLS_SERVER="server {
+        listen 127.0.0.1:$NGINX_TLS_PORT ssl http2;
+        ssl_certificate $WORK/edge.crt;
+        ssl_certificate_key $WORK/edge.key;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location /api/ {
+            proxy_pass http://catalog/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }
+    }"
+fi
 mkdir -p "$WORK/nginx/logs" "$WORK/nginx/tmp"
 cat >"$WORK/nginx/nginx.conf" <<EOF
 worker_processes auto;
@@ -56,6 +85,9 @@ daemon off;
 events { worker_connections 4096; }
 http {
     access_log off;
+    # nginx closes a client connection after 1000 requests by default; h2load does not open
+    # another, and wrk reconnects: neither the gateway nor HAProxy does it, so neither does nginx.
+    keepalive_requests 10000000;
     client_body_temp_path $WORK/nginx/tmp/body;
     proxy_temp_path $WORK/nginx/tmp/proxy;
     fastcgi_temp_path $WORK/nginx/tmp/fastcgi;
@@ -73,6 +105,7 @@ http {
             proxy_set_header Connection "";
         }
     }
+    $NGINX_TLS_SERVER
 }
 EOF
 nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >"$WORK/nginx/logs/stdout.log" 2>&1 &
@@ -107,8 +140,8 @@ PIDS+=("$HELLO_PID")
 
 # A gateway of its own (binary, port) in front of `up`'s services, verifying tokens with the
 # users service's keys.
-start_own_gateway() {
-    env PORT="$2" USER_SERVICE_URL="http://127.0.0.1:$((PORT_BASE + 1))" \
+start_own_gateway() { # binary port [KEY=VALUE…]
+    env PORT="$2" "${@:3}" USER_SERVICE_URL="http://127.0.0.1:$((PORT_BASE + 1))" \
         ORDER_SERVICE_URL="http://127.0.0.1:$((PORT_BASE + 2))" CATALOG_SERVICE_URL="http://127.0.0.1:$CATALOG_PORT" \
         LOG_LEVEL=warn LOG_FORMAT=json "${RAISED_LIMITS[@]}" "$1" serve gateway >"$WORK/gateway-$2.log" 2>&1 &
     OWN_GATEWAY_PID=$!
@@ -123,15 +156,28 @@ TARGETS=(
     "HAProxy → catalog|http://127.0.0.1:$HAPROXY_PORT/api/products/$PRODUCT|$OM_PID $HAPROXY_PID"
     "bare hyper hello|http://127.0.0.1:$HELLO_PORT/api/products/$PRODUCT|$HELLO_PID"
 )
-if [[ -n $PREVIOUS_BIN ]]; then
+if [[ -n $PREVIOUS_BIN || $TLS != 0 ]]; then
     start_own_gateway "$BIN" "$THIS_GATEWAY_PORT"
     TARGETS+=("gateway process, this build|http://127.0.0.1:$THIS_GATEWAY_PORT/api/products/$PRODUCT|$OM_PID $OWN_GATEWAY_PID")
+fi
+if [[ $TLS != 0 ]]; then
+    start_own_gateway "$BIN" "$TLS_GATEWAY_PORT" TLS_CERT_FILE="$WORK/edge.crt" TLS_KEY_FILE="$WORK/edge.key"
+    tls_gateway="https://127.0.0.1:$TLS_GATEWAY_PORT/api/products/$PRODUCT|$OM_PID $OWN_GATEWAY_PID"
+    nginx_tls="https://127.0.0.1:$NGINX_TLS_PORT/api/products/$PRODUCT|$OM_PID $NGINX_PID"
+    TARGETS+=(
+        "gateway process, TLS HTTP/1.1|$tls_gateway"
+        "nginx TLS HTTP/1.1 → catalog|$nginx_tls"
+        "gateway process, TLS HTTP/2|$tls_gateway"
+        "nginx TLS HTTP/2 → catalog|$nginx_tls"
+    )
+fi
+if [[ -n $PREVIOUS_BIN ]]; then
     start_own_gateway "$PREVIOUS_BIN" "$PREVIOUS_GATEWAY_PORT"
     TARGETS+=("gateway process, previous build|http://127.0.0.1:$PREVIOUS_GATEWAY_PORT/api/products/$PRODUCT|$OM_PID $OWN_GATEWAY_PID")
 fi
 for t in "${TARGETS[@]}"; do
     IFS='|' read -r name url _ <<<"$t"
-    if ! wait_http "$url" 20; then
+    if ! wait_http "$url" 20 -k; then
         log "$name does not answer 200 at $url:"
         tail -n 5 "$WORK/haproxy.log" "$WORK/nginx/logs/error.log" "$WORK/hello.log" "$WORK"/gateway-*.log >&2 2>/dev/null || true
         exit 1
@@ -144,11 +190,20 @@ for round in $(seq 1 "$ROUNDS"); do
     for t in "${TARGETS[@]}"; do
         IFS='|' read -r name url pids <<<"$t"
         log "round $round/$ROUNDS: $name ($url)"
-        wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" -H "Authorization: Bearer $TOKEN" "$url" >/dev/null
-        # shellcheck disable=SC2086
-        before=$(cpu_ticks $pids)
-        wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Authorization: Bearer $TOKEN" "$url" \
-            >"$WORK/wrk.out"
+        if [[ $name == *HTTP/2* ]]; then
+            # h2load: the same connections, one stream in flight on each, as wrk's HTTP/1.1.
+            h2load -t"$THREADS" -c"$CONNECTIONS" -m1 -D"$WARMUP" -H "Authorization: Bearer $TOKEN" "$url" >/dev/null
+            # shellcheck disable=SC2086
+            before=$(cpu_ticks $pids)
+            h2load -t"$THREADS" -c"$CONNECTIONS" -m1 -D"$DURATION" -H "Authorization: Bearer $TOKEN" "$url" \
+                >"$WORK/wrk.out"
+        else
+            wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" -H "Authorization: Bearer $TOKEN" "$url" >/dev/null
+            # shellcheck disable=SC2086
+            before=$(cpu_ticks $pids)
+            wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Authorization: Bearer $TOKEN" "$url" \
+                >"$WORK/wrk.out"
+        fi
         # shellcheck disable=SC2086
         after=$(cpu_ticks $pids)
         printf '%s\t%s\t%s\t%s\n' "$round" "$name" "$((after - before))" "$(base64 -w0 "$WORK/wrk.out")" >>"$ROWS"
@@ -156,7 +211,8 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 MACHINE=$(machine_json)
-VERSIONS=$(printf '%s\n' "$(nginx -v 2>&1)" "$(haproxy -v 2>&1 | head -n1)" "$(wrk -v 2>&1 | head -n1)")
+VERSIONS=$(printf '%s\n' "$(nginx -v 2>&1)" "$(haproxy -v 2>&1 | head -n1)" "$(wrk -v 2>&1 | head -n1)" \
+    "$( [[ $TLS != 0 ]] && h2load --version 2>&1 | head -n1)")
 ROWS="$ROWS" MACHINE="$MACHINE" VERSIONS="$VERSIONS" PREVIOUS_BUILD="${EDGE_PREVIOUS_LABEL:-$PREVIOUS_BIN}" CLK_TCK="$CLK_TCK" DURATION="$DURATION" WARMUP="$WARMUP" \
     ROUNDS="$ROUNDS" CONNECTIONS="$CONNECTIONS" THREADS="$THREADS" OUT="$RESULTS" python3 - <<'EOF'
 import base64, json, os, re, statistics, datetime
@@ -164,7 +220,25 @@ import base64, json, os, re, statistics, datetime
 def seconds(value, unit):
     return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
 
+def parse_h2load(text):
+    r = {}
+    m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", text)
+    r["rps"] = float(m.group(1)) if m else 0.0
+    m = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", text)
+    r["requests"] = int(m.group(2)) if m else 0
+    r["socket_errors"] = int(m.group(4)) if m else 0
+    m = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text)
+    r["non_2xx"] = sum(int(x) for x in m.groups()[1:]) if m else 0
+    # h2load reports no percentiles (its mean time per request is kept in the runs).
+    m = re.search(r"time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)", text)
+    r["mean_ms"] = seconds(m.group(5), m.group(6)) * 1000 if m else None
+    for pct in ("50", "75", "90", "99"):
+        r[f"p{pct}_ms"] = None
+    return r
+
 def parse(text):
+    if text.startswith("starting benchmark..."):
+        return parse_h2load(text)
     r = {}
     m = re.search(r"Requests/sec:\s+([\d.]+)", text)
     r["rps"] = float(m.group(1)) if m else 0.0
@@ -207,10 +281,18 @@ for name in order:
 nginx = summary.get("nginx → catalog", {})
 hello = summary.get("bare hyper hello", {})
 direct = summary.get("catalog direct", {})
+def anchor(name):
+    """The nginx path a row is judged against: the same transport."""
+    for transport in ("TLS HTTP/1.1", "TLS HTTP/2"):
+        if transport in name:
+            return summary.get(f"nginx {transport} → catalog", {})
+    return nginx
+
 for name, s in summary.items():
-    s["rps_vs_nginx"] = s["rps"] / nginx["rps"] if nginx.get("rps") else None
+    same = anchor(name)
+    s["rps_vs_nginx"] = s["rps"] / same["rps"] if same.get("rps") else None
     s["rps_vs_ceiling"] = s["rps"] / hello["rps"] if hello.get("rps") else None
-    s["p99_vs_nginx"] = s["p99_ms"] / nginx["p99_ms"] if nginx.get("p99_ms") else None
+    s["p99_vs_nginx"] = s["p99_ms"] / same["p99_ms"] if s.get("p99_ms") and same.get("p99_ms") else None
     if name not in ("catalog direct", "bare hyper hello") and s["cpu_us_per_request"] and direct.get("cpu_us_per_request"):
         s["proxy_cpu_us_per_request"] = s["cpu_us_per_request"] - direct["cpu_us_per_request"]
     else:
@@ -225,6 +307,11 @@ targets = [
     {"target": "gateway ≥ 50% of the bare-hyper ceiling", "measured": gw.get("rps_vs_ceiling"),
      "met": (gw.get("rps_vs_ceiling") or 0) >= 0.5},
 ]
+for transport in ("TLS HTTP/1.1", "TLS HTTP/2"):
+    gw_tls = summary.get(f"gateway process, {transport}")
+    if gw_tls:
+        targets.append({"target": f"gateway over {transport} ≥ 1.0× nginx over {transport} requests/s",
+                        "measured": gw_tls.get("rps_vs_nginx"), "met": (gw_tls.get("rps_vs_nginx") or 0) >= 1.0})
 this, previous = summary.get("gateway process, this build"), summary.get("gateway process, previous build")
 if this and previous:
     # The anchor of a change to the gateway: the same hop built from the previous commit. Within
@@ -242,6 +329,7 @@ result = {
     "tools": os.environ["VERSIONS"].splitlines(),
     "method": {
         "request": "GET one product with Authorization: Bearer <admin token> (the hello server ignores it)",
+        "http2": "the HTTP/2 rows: h2load with the same threads and connections, one stream in flight per connection; it reports no percentiles",
         "load_tool": f"wrk -t{os.environ['THREADS']} -c{os.environ['CONNECTIONS']} -d{os.environ['DURATION']}s --latency after a {os.environ['WARMUP']}s warm-up, on the same machine",
         "rounds": int(os.environ["ROUNDS"]),
         "figures": "median over the rounds",

@@ -145,10 +145,10 @@ stop_ordermesh() {
     forget_pid "$OM_PID"
 }
 
-wait_http() { # url seconds: until it answers 200
+wait_http() { # url seconds [curl options…]: until it answers 200
     local deadline=$((SECONDS + $2))
     while ((SECONDS < deadline)); do
-        [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1" 2>/dev/null) == 200 ]] && return 0
+        [[ $(curl -s "${@:3}" -o /dev/null -w '%{http_code}' --max-time 2 "$1" 2>/dev/null) == 200 ]] && return 0
         sleep 0.05
     done
     return 1
