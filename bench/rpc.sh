@@ -8,6 +8,7 @@
 #
 #   bash bench/rpc.sh
 #   PY_CAPNWEB_FORK=/path/to/a/checkout/of/the/fork RPC_SECS=5 bash bench/rpc.sh
+#   RPC_PREVIOUS_BIN=/path/to/old/ordermesh RPC_PREVIOUS_LABEL=1f12e5f bash bench/rpc.sh
 #   (PY_CAPNWEB_FORK_REV names the fork's revision when the checkout has no .git)
 #
 # The fork is not on PyPI and its code is never committed here: the script clones it from
@@ -61,15 +62,29 @@ measure() { # server-label base-url call transports
 
 start_ordermesh rpc "${RAISED_LIMITS[@]}"
 TOKEN=$(admin_token "$OM_URL")
-curl -sf -o /dev/null -X POST "$OM_URL/api/products" -H "authorization: Bearer $TOKEN" \
-    -H 'content-type: application/json' \
-    -d "{\"sku\":\"RPC-BENCH-1\",\"name\":\"$ITEM\",\"category\":\"Electronics\",\"price\":\"$PRICE\",\"stock\":1000000000}" ||
-    { log "could not create the bench product"; exit 1; }
+create_bench_product() {
+    curl -sf -o /dev/null -X POST "$OM_URL/api/products" -H "authorization: Bearer $TOKEN" \
+        -H 'content-type: application/json' \
+        -d "{\"sku\":\"RPC-BENCH-1\",\"name\":\"$ITEM\",\"category\":\"Electronics\",\"price\":\"$PRICE\",\"stock\":1000000000}" ||
+        { log "could not create the bench product"; exit 1; }
+}
+create_bench_product
 measure ordermesh "$OM_URL" getUserProfile ws,batch
 measure ordermesh "$OM_URL" createOrder ws,batch
 ORDERS_IN_PLATFORM=$(curl -s "$OM_URL/api/orders?per_page=1" -H "authorization: Bearer $TOKEN" |
     python3 -c 'import json,sys; b=json.load(sys.stdin); print(b.get("total", b.get("pagination", {}).get("total", "unknown")))')
 stop_ordermesh
+
+# RPC_PREVIOUS_BIN: an earlier build measured the same way in this run, its anchor.
+if [[ -n ${RPC_PREVIOUS_BIN:-} ]]; then
+    OM_BIN="$RPC_PREVIOUS_BIN" start_ordermesh rpc-previous "${RAISED_LIMITS[@]}"
+    TOKEN=$(admin_token "$OM_URL")
+    create_bench_product
+    previous="ordermesh previous build (${RPC_PREVIOUS_LABEL:-$RPC_PREVIOUS_BIN})"
+    measure "$previous" "$OM_URL" getUserProfile ws,batch
+    measure "$previous" "$OM_URL" createOrder ws,batch
+    stop_ordermesh
+fi
 
 if [[ -n $FORK ]]; then
     # The seed's server, unmodified: only the address aiohttp binds is moved.
