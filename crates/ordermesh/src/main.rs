@@ -109,9 +109,10 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 }
 
 /// mimalloc rather than glibc's malloc: a third of the gateway hop's instructions and a sixth
-/// of an order's went to glibc malloc/free (bench/README.md, "Profiles"). Its large blocks go
-/// back to the system when freed, as the threshold below makes glibc do for what C code
-/// (SQLite) still allocates there.
+/// of an order's went to glibc malloc/free (bench/README.md, "Profiles"); the gateway answers
+/// 1.17x the requests with 0.68x the CPU each. It keeps more memory resident (66 MiB idle
+/// against 42; `MIMALLOC_ARENA_EAGER_COMMIT=0` in the environment: 51). The threshold below
+/// still governs what C code (SQLite) allocates through glibc.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
