@@ -6,8 +6,9 @@
 //! rustls with its safe defaults: TLS 1.2 and 1.3 only, forward-secret AEAD suites only.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use axum::http::HeaderValue;
@@ -19,6 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, Scoped};
+use crate::metrics::Metrics;
 
 /// Where the certificate and key are, and how the listener uses them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,11 +106,16 @@ impl Tls {
     /// Reads and checks the files; an error says what is wrong with which.
     pub fn load(settings: &TlsSettings) -> Result<Self, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let key = load_certified_key(settings, &provider, SystemTime::now())?;
+        let (key, not_after) = load_certified_key(settings, &provider, SystemTime::now())?;
         let certificate = Arc::new(CurrentCertificate {
-            key: ArcSwap::new(key),
+            key: ArcSwap::new(key.clone()),
             files: ArcSwap::new(Arc::new(FileStamp::now(settings))),
+            not_after: AtomicI64::new(not_after),
+            metrics: OnceLock::new(),
+            warned: Mutex::new(None),
+            cert_file: settings.cert_file.clone(),
         });
+        certificate.present(key, not_after);
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Setup(e.to_string()))?
@@ -129,6 +136,14 @@ impl Tls {
     /// The `Strict-Transport-Security` value answers over this listener carry.
     pub fn hsts(&self) -> &HeaderValue {
         &self.hsts
+    }
+
+    /// Publishes the certificate's expiry in `metrics` from now on
+    /// (`tls_certificate_expiry_timestamp_seconds`, Unix seconds), renewals included.
+    pub fn report_to(&self, metrics: Metrics) {
+        if self.certificate.metrics.set(metrics).is_ok() {
+            self.certificate.publish();
+        }
     }
 
     /// The leaf certificate presented right now (DER), for tests and diagnostics.
@@ -163,14 +178,15 @@ fn reload_if_changed(certificate: &Weak<CurrentCertificate>, settings: &TlsSetti
     let Some(certificate) = certificate.upgrade() else { return false };
     let stamp = FileStamp::now(settings);
     if stamp == **certificate.files.load() {
+        certificate.warn_if_expiring(SystemTime::now());
         return true;
     }
     // Remember the attempt either way: a broken pair is reported once, not every interval.
     certificate.files.store(Arc::new(stamp));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     match load_certified_key(settings, &provider, SystemTime::now()) {
-        Ok(key) => {
-            certificate.key.store(key);
+        Ok((key, not_after)) => {
+            certificate.present(key, not_after);
             tracing::info!(cert = %settings.cert_file.display(), "TLS certificate reloaded");
         }
         Err(e) => {
@@ -181,10 +197,63 @@ fn reload_if_changed(certificate: &Weak<CurrentCertificate>, settings: &TlsSetti
 }
 
 /// The certificate every handshake gets.
-#[derive(Debug)]
 struct CurrentCertificate {
     key: ArcSwap<CertifiedKey>,
     files: ArcSwap<FileStamp>,
+    /// When the presented certificate stops being valid (Unix seconds).
+    not_after: AtomicI64,
+    /// Where its expiry is published, once a service hands its metrics over.
+    metrics: OnceLock<Metrics>,
+    /// When an approaching expiry was last logged (once a day is enough).
+    warned: Mutex<Option<Instant>>,
+    cert_file: PathBuf,
+}
+
+impl std::fmt::Debug for CurrentCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CurrentCertificate").field("not_after", &self.not_after).finish_non_exhaustive()
+    }
+}
+
+/// Within this of its end, a certificate's coming expiry is logged as a warning.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 86_400);
+
+impl CurrentCertificate {
+    fn present(&self, key: Arc<CertifiedKey>, not_after: i64) {
+        self.key.store(key);
+        self.not_after.store(not_after, Ordering::Relaxed);
+        self.publish();
+        *self.warned.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.warn_if_expiring(SystemTime::now());
+    }
+
+    /// `tls_certificate_expiry_timestamp_seconds`: what an alert compares with `time()`.
+    fn publish(&self) {
+        if let Some(metrics) = self.metrics.get() {
+            let not_after = self.not_after.load(Ordering::Relaxed) as f64;
+            metrics.record(|| metrics::gauge!("tls_certificate_expiry_timestamp_seconds").set(not_after));
+        }
+    }
+
+    /// Logs, at most once a day, that the certificate expires within [`EXPIRY_WARNING`].
+    fn warn_if_expiring(&self, now: SystemTime) -> bool {
+        let now = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let left = self.not_after.load(Ordering::Relaxed) - now;
+        if left > EXPIRY_WARNING.as_secs() as i64 {
+            return false;
+        }
+        let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        if warned.is_some_and(|at| at.elapsed() < Duration::from_secs(86_400)) {
+            return false;
+        }
+        *warned = Some(Instant::now());
+        tracing::warn!(
+            cert = %self.cert_file.display(),
+            days_left = left / 86_400,
+            "the TLS certificate expires soon; write a renewed one over the files (it is picked up without a restart)"
+        );
+        true
+    }
 }
 
 impl ResolvesServerCert for CurrentCertificate {
@@ -208,19 +277,20 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source })
 }
 
-/// The pair in `settings`, checked: parsable, the key the certificate's, valid at `now`.
+/// The pair in `settings`, checked: parsable, the key the certificate's, valid at `now`; with
+/// the end of the certificate's validity (Unix seconds).
 fn load_certified_key(
     settings: &TlsSettings,
     provider: &rustls::crypto::CryptoProvider,
     now: SystemTime,
-) -> Result<Arc<CertifiedKey>, TlsError> {
+) -> Result<(Arc<CertifiedKey>, i64), TlsError> {
     let cert_path = &settings.cert_file;
     let key_path = &settings.key_file;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert_path)?)
         .collect::<Result<_, _>>()
         .map_err(|e| TlsError::BadCertificate { path: cert_path.clone(), reason: e.to_string() })?;
     let Some(leaf) = chain.first() else { return Err(TlsError::NoCertificate { path: cert_path.clone() }) };
-    check_validity(cert_path, leaf, now)?;
+    let not_after = check_validity(cert_path, leaf, now)?;
     let key = PrivateKeyDer::from_pem_slice(&read(key_path)?).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => TlsError::NoKey { path: key_path.clone() },
         other => TlsError::UnusableKey { path: key_path.clone(), reason: other.to_string() },
@@ -236,10 +306,11 @@ fn load_certified_key(
         Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
         Err(_) => return Err(TlsError::KeyMismatch { cert: cert_path.clone(), key: key_path.clone() }),
     }
-    Ok(Arc::new(certified))
+    Ok((Arc::new(certified), not_after))
 }
 
-fn check_validity(path: &Path, leaf: &CertificateDer<'_>, now: SystemTime) -> Result<(), TlsError> {
+/// Checks the leaf is valid at `now`; gives the end of its validity (Unix seconds).
+fn check_validity(path: &Path, leaf: &CertificateDer<'_>, now: SystemTime) -> Result<i64, TlsError> {
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
         .map_err(|e| TlsError::BadCertificate { path: path.to_path_buf(), reason: e.to_string() })?;
     let now = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
@@ -250,7 +321,7 @@ fn check_validity(path: &Path, leaf: &CertificateDer<'_>, now: SystemTime) -> Re
     if now < validity.not_before.timestamp() {
         return Err(TlsError::NotYetValid { path: path.to_path_buf(), not_before: validity.not_before.to_string() });
     }
-    Ok(())
+    Ok(validity.not_after.timestamp())
 }
 
 /// The plain-HTTP listener beside a TLS one (`HTTP_REDIRECT_PORT`): every request is sent,
@@ -389,6 +460,44 @@ mod tests {
 
         drop(tls);
         assert!(!reload_if_changed(&current, &s), "the watcher ends with the listener");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The value of `tls_certificate_expiry_timestamp_seconds` in `metrics`.
+    fn published_expiry(metrics: &Metrics) -> i64 {
+        let text = metrics.render();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("tls_certificate_expiry_timestamp_seconds"))
+            .unwrap_or_else(|| panic!("no expiry gauge in {text}"));
+        line.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as i64
+    }
+
+    #[test]
+    fn the_expiry_is_published_and_an_approaching_one_is_warned_about_once_a_day() {
+        let dir = scratch();
+        let ca = TestCa::new();
+        let year = ca.server_cert(&dir, "year");
+        let s = settings(&year.cert_file, &year.key_file);
+        let tls = Tls::load(&s).unwrap();
+        let metrics = Metrics::new("gateway");
+        tls.report_to(metrics.clone());
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+        let in_a_year = published_expiry(&metrics) - now;
+        assert!((364 * 86_400..=366 * 86_400).contains(&in_a_year), "{in_a_year} s");
+        assert!(!tls.certificate.warn_if_expiring(SystemTime::now()), "a year left: nothing to say");
+
+        // Renewed with a certificate that has five days left: the gauge follows, one warning.
+        let short = ca.server_cert_valid(&dir, "short", -1, 5);
+        std::fs::copy(&short.cert_file, &year.cert_file).unwrap();
+        std::fs::copy(&short.key_file, &year.key_file).unwrap();
+        touch_later(&year.cert_file);
+        assert!(reload_if_changed(&Arc::downgrade(&tls.certificate), &s));
+        let left = published_expiry(&metrics) - now;
+        assert!((4 * 86_400..=6 * 86_400).contains(&left), "{left} s");
+        assert!(!tls.certificate.warn_if_expiring(SystemTime::now()), "warned when presented, not again today");
+        *tls.certificate.warned.lock().unwrap() = Some(Instant::now() - Duration::from_secs(86_401));
+        assert!(tls.certificate.warn_if_expiring(SystemTime::now()), "a day later, again");
         let _ = std::fs::remove_dir_all(dir);
     }
 

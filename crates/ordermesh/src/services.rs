@@ -223,6 +223,9 @@ fn start_gateway(settings: &Settings, host: IpAddr, port: u16) -> BoxFuture<'_, 
         let mut state =
             gateway::AppState::start(config).await.map_err(|e| anyhow::anyhow!("the gateway could not start: {e}"))?;
         state.openapi = Arc::new(public_api());
+        if let Some(tls) = &tls {
+            tls.report_to(state.metrics.clone());
+        }
         let server = Server { tls, also, ..Server::new(storefront::with_gateway(state, pages), shutdown_grace) };
         Ok(Started { server, close: Box::pin(async {}) })
     })

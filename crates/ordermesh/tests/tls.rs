@@ -61,6 +61,13 @@ async fn the_storefront_and_the_api_answer_over_https_with_http2() {
     assert_eq!((products.version(), products.status()), (Version::HTTP_2, StatusCode::OK));
     assert!(!products.json::<Value>().await.unwrap().to_string().is_empty());
 
+    // Its expiry is on the gateway's metrics, for an alert to compare with time().
+    let metrics = http.get(format!("{gateway}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("tls_certificate_expiry_timestamp_seconds{")),
+        "the certificate's expiry on /metrics"
+    );
+
     // The storefront: its pages, and cookies a browser sends back only over HTTPS.
     let page = http.get(format!("{gateway}/login")).header("accept", "text/html").send().await.unwrap();
     assert_eq!((page.version(), page.status()), (Version::HTTP_2, StatusCode::OK));
