@@ -1,7 +1,8 @@
 //! TLS at a listener: a certificate chain and its key from PEM files, checked before the
 //! listener serves (a key that is not the certificate's, a certificate out of its validity
 //! period or files that hold nothing usable stop the start with a message naming the file),
-//! read again whenever the files change, and HTTP/2 offered by ALPN next to HTTP/1.1.
+//! read again whenever the files change, its end published (`report_to`) and warned about in
+//! its last two weeks, and HTTP/2 offered by ALPN next to HTTP/1.1.
 //!
 //! rustls with its safe defaults: TLS 1.2 and 1.3 only, forward-secret AEAD suites only.
 
