@@ -109,14 +109,14 @@ impl Tls {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let (key, not_after) = load_certified_key(settings, &provider, SystemTime::now())?;
         let certificate = Arc::new(CurrentCertificate {
-            key: ArcSwap::new(key.clone()),
+            key: ArcSwap::new(key),
             files: ArcSwap::new(Arc::new(FileStamp::now(settings))),
             not_after: AtomicI64::new(not_after),
             metrics: OnceLock::new(),
             warned: Mutex::new(None),
             cert_file: settings.cert_file.clone(),
         });
-        certificate.present(key, not_after);
+        certificate.warn_if_expiring(SystemTime::now());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Setup(e.to_string()))?
@@ -238,7 +238,7 @@ impl CurrentCertificate {
 
     /// Logs, at most once a day, that the certificate expires within [`EXPIRY_WARNING`].
     fn warn_if_expiring(&self, now: SystemTime) -> bool {
-        let now = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let now = unix_seconds(now);
         let left = self.not_after.load(Ordering::Relaxed) - now;
         if left > EXPIRY_WARNING.as_secs() as i64 {
             return false;
@@ -310,11 +310,16 @@ fn load_certified_key(
     Ok((Arc::new(certified), not_after))
 }
 
+/// `at` as Unix seconds, the unit of a certificate's validity.
+fn unix_seconds(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
 /// Checks the leaf is valid at `now`; gives the end of its validity (Unix seconds).
 fn check_validity(path: &Path, leaf: &CertificateDer<'_>, now: SystemTime) -> Result<i64, TlsError> {
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
         .map_err(|e| TlsError::BadCertificate { path: path.to_path_buf(), reason: e.to_string() })?;
-    let now = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let now = unix_seconds(now);
     let validity = cert.validity();
     if now > validity.not_after.timestamp() {
         return Err(TlsError::Expired { path: path.to_path_buf(), not_after: validity.not_after.to_string() });
@@ -483,7 +488,7 @@ mod tests {
         let tls = Tls::load(&s).unwrap();
         let metrics = Metrics::new("gateway");
         tls.report_to(metrics.clone());
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+        let now = unix_seconds(SystemTime::now());
         let in_a_year = published_expiry(&metrics) - now;
         assert!((364 * 86_400..=366 * 86_400).contains(&in_a_year), "{in_a_year} s");
         assert!(!tls.certificate.warn_if_expiring(SystemTime::now()), "a year left: nothing to say");
