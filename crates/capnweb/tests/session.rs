@@ -348,10 +348,10 @@ async fn stream_is_answered_and_released_without_pull() {
     assert_eq!(wire.recv().await, r#"["resolve",3,3]"#);
     wire.send(r#"["pull",2]"#);
     assert!(wire.recv().await.contains("not supported"));
-    // remap (TypeScript .map()) is refused for that call only.
+    // A remap without instructions rejects that call only.
     wire.send(r#"["push",["remap",3,[],[],[]]]"#);
     wire.send(r#"["pull",4]"#);
-    assert!(wire.recv().await.starts_with(r#"["reject",4,["error","bad_request","remap"#));
+    assert_eq!(wire.recv().await, r#"["reject",4,["error","bad_request","invalid empty mapper function"]]"#);
 }
 
 #[tokio::test]

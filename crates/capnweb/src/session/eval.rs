@@ -5,11 +5,12 @@
 use futures::FutureExt as _;
 use futures::future::{BoxFuture, ready};
 
+use super::mapper::map;
 use super::promise::PromiseCell;
 use super::{ExportKind, Import, Shared, State};
 use crate::capability::{CallContext, Capability, RemoteCapability, RpcResult, apply};
 use crate::error::{ProtocolError, RpcError};
-use crate::value::{Expr, PathKey, Value};
+use crate::value::{Capture, Expr, PathKey, Remap, Value};
 
 /// An expression whose references are resolved to table entries.
 pub(crate) enum Bound {
@@ -19,6 +20,12 @@ pub(crate) enum Bound {
     Object(Vec<(String, Bound)>),
     /// A promise the peer will resolve proactively (`["promise", -n]`).
     Await(PromiseCell),
+    /// `.map()`: the mapper applied to what `subject` evaluates to.
+    Remap {
+        subject: Box<Bound>,
+        captures: Vec<Bound>,
+        instructions: Vec<Expr>,
+    },
     /// A property path and optional call on one of our exports.
     Apply {
         base: Base,
@@ -66,7 +73,25 @@ impl Binder<'_> {
             Expr::Export(id) => Bound::Ready(Value::Capability(Capability::Remote(self.import_capability(id)?))),
             Expr::Promise(id) => Bound::Await(self.import_promise(id)?),
             Expr::Reference { id, path, args } => self.reference(id, path, args)?,
+            Expr::Remap(remap) => self.remap(*remap)?,
         })
+    }
+
+    /// Captures are looked up now, like any reference; the instructions stay unbound: their ids
+    /// name the mapper's own variables.
+    fn remap(&mut self, remap: Remap) -> Result<Bound, ProtocolError> {
+        let Remap { id, path, captures, instructions } = remap;
+        let captures = captures
+            .into_iter()
+            .map(|capture| match capture {
+                Capture::Import(id) => self.reference(id, Vec::new(), None),
+                Capture::Export(id) => {
+                    Ok(Bound::Ready(Value::Capability(Capability::Remote(self.import_capability(id)?))))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let subject = Box::new(self.reference(id, path, None)?);
+        Ok(Bound::Remap { subject, captures, instructions })
     }
 
     /// The peer introduces its export `id`: reuse our handle if we still hold one, counting
@@ -153,6 +178,15 @@ pub(crate) fn eval(bound: Bound, ctx: CallContext) -> BoxFuture<'static, RpcResu
                 out.insert(key, eval(item, ctx.clone()).await?);
             }
             Ok(Value::Object(out))
+        }
+        .boxed(),
+        Bound::Remap { subject, captures, instructions } => async move {
+            let subject = eval(*subject, ctx.clone()).await?;
+            let mut values = Vec::with_capacity(captures.len());
+            for capture in captures {
+                values.push(eval(capture, ctx.clone()).await?);
+            }
+            map(subject, &values, &instructions, &ctx).await
         }
         .boxed(),
         Bound::Apply { base, path, args } => async move {

@@ -15,6 +15,7 @@
 
 mod eval;
 mod inbound;
+mod mapper;
 mod promise;
 
 use std::collections::HashMap;

@@ -37,8 +37,30 @@ pub(crate) enum Expr {
         path: Vec<PathKey>,
         args: Option<Vec<Expr>>,
     },
-    /// A well-formed form this implementation does not support (remap, streams, …).
+    /// `["remap", id, path, captures, instructions]`: `.map()` over what the receiver's export
+    /// `id` holds at `path` (see `session::mapper`).
+    Remap(Box<Remap>),
+    /// A well-formed form this implementation does not support (streams, web platform values).
     Unsupported(&'static str),
+}
+
+/// The body of a `remap`. Inside `instructions` ids name the mapper's own variables, not
+/// session tables: 0 is the input, `k > 0` the result of instruction `k`, `-k` capture `k`.
+#[derive(Debug)]
+pub(crate) struct Remap {
+    pub(crate) id: i64,
+    pub(crate) path: Vec<PathKey>,
+    pub(crate) captures: Vec<Capture>,
+    pub(crate) instructions: Vec<Expr>,
+}
+
+/// A stub the mapper function closes over.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Capture {
+    /// `["import", id]`: the receiver's export `id` (inside a nested mapper: a variable).
+    Import(i64),
+    /// `["export", id]`: a capability the sender exports with this message.
+    Export(i64),
 }
 
 /// Decodes a plain value; references and capabilities are refused.
@@ -151,13 +173,29 @@ impl Decoder<'_> {
                 };
                 Ok(Expr::Reference { id, path, args })
             }
-            ("remap", _) => Ok(Expr::Unsupported("remap (.map() on a promise)")),
+            ("remap", [id, path, Json::Array(captures), Json::Array(instructions)]) => {
+                let id = parse_id(id).ok_or_else(|| ProtocolError::malformed("bad id in remap"))?;
+                let path = self.path(path)?;
+                let captures = captures.iter().map(|c| self.capture(c)).collect::<Result<_, _>>()?;
+                let instructions = instructions.iter().map(|i| self.expr(i, depth + 2)).collect::<Result<_, _>>()?;
+                Ok(Expr::Remap(Box::new(Remap { id, path, captures, instructions })))
+            }
             ("writable" | "readable", _) => Ok(Expr::Unsupported("streams")),
             ("blob", _) => Ok(Expr::Unsupported("Blob values")),
             ("url" | "headers" | "request" | "response", _) => Ok(Expr::Unsupported("web platform values")),
             (tag, _) => {
                 Err(ProtocolError::malformed(format!("unknown expression tag or wrong arity: '{}'", truncate(tag, 40))))
             }
+        }
+    }
+
+    fn capture(&self, json: &Json) -> Result<Capture, ProtocolError> {
+        match json.as_array().map(Vec::as_slice) {
+            Some([Json::String(tag), id]) if tag == "import" => {
+                parse_id(id).map(Capture::Import).ok_or_else(|| ProtocolError::malformed("bad id in map capture"))
+            }
+            Some([Json::String(tag), id]) if tag == "export" => Ok(Capture::Export(self.peer_export_id(id)?)),
+            _ => Err(ProtocolError::malformed("a map capture must be [\"import\", id] or [\"export\", id]")),
         }
     }
 

@@ -17,7 +17,7 @@ use crate::error::RpcError;
 mod codec;
 
 use codec::number_to_value;
-pub(crate) use codec::{Expr, decode_expr, encode_with, error_to_json, parse_id};
+pub(crate) use codec::{Capture, Expr, Remap, decode_expr, encode_with, error_to_json, parse_id};
 pub use codec::{check_expression, decode, encode};
 
 /// Integers up to this magnitude are exact in a JavaScript number; bigger ones travel as bigint.
