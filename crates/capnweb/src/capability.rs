@@ -187,6 +187,124 @@ impl Capability {
         self.invoke(vec![PathKey::from(method)], Some(args), &CallContext::direct()).await
     }
 
+    /// Reads a property. The default knows none.
+    fn get(&self, property: &str) -> Result<Value, RpcError> {
+        Err(RpcError::property_not_found(property))
+    }
+}
+
+/// Lets [`Capability::downcast_local`] recover the concrete type; implemented for every type,
+/// so targets never write it.
+pub trait AsAny {
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<T: Any> AsAny for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// Which transport a session runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportKind {
+    /// A long-lived bidirectional session.
+    WebSocket,
+    /// One HTTP request; calls back into the client are impossible and fail at once.
+    HttpBatch,
+    /// A direct Rust call on a local capability, outside any session.
+    Direct,
+}
+
+/// The session a remote capability came over, as capabilities see it. The session implements
+/// it; capabilities know nothing else of the session, so the session's tables depend on
+/// capabilities and never the other way round.
+pub(crate) trait Peer: Send + Sync + 'static {
+    /// Calls (or reads, when `args` is `None`) `path` on the peer's export `import_id`.
+    fn call(
+        self: Arc<Self>,
+        import_id: i64,
+        path: Vec<PathKey>,
+        args: Option<Vec<Value>>,
+    ) -> BoxFuture<'static, RpcResult>;
+
+    /// Runs `task` until it finishes or the session ends.
+    fn spawn(&self, task: BoxFuture<'static, ()>);
+
+    /// The last handle to the import went away; the peer is sent a release for `count`
+    /// introductions. Called from `Drop`, so it must not lock the session.
+    fn release_later(&self, import_id: i64, count: u64);
+}
+
+/// What a target may know about the call it is serving.
+#[derive(Clone)]
+pub struct CallContext {
+    transport: TransportKind,
+    session: Option<Weak<dyn Peer>>,
+}
+
+impl CallContext {
+    pub(crate) fn for_session(transport: TransportKind, session: Weak<dyn Peer>) -> Self {
+        CallContext { transport, session: Some(session) }
+    }
+
+    /// The context of a direct Rust call (no session, no peer).
+    pub fn direct() -> Self {
+        CallContext { transport: TransportKind::Direct, session: None }
+    }
+
+    pub fn transport(&self) -> TransportKind {
+        self.transport
+    }
+
+    /// True for an HTTP batch: the peer cannot be called back and nothing outlives the request.
+    pub fn is_batch(&self) -> bool {
+        self.transport == TransportKind::HttpBatch
+    }
+
+    /// The peer's main object (its export 0), for calling the client directly. `None` outside a
+    /// session or once it has ended.
+    pub fn peer_main(&self) -> Option<Capability> {
+        let session = self.session.as_ref()?;
+        session.upgrade()?;
+        Some(Capability::Remote(RemoteCapability::peer_main(session.clone())))
+    }
+
+    /// Runs `task` in the background until it finishes or the session ends, whichever comes
+    /// first (e.g. a call into the client whose answer the current call does not wait for).
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        if let Some(session) = self.session.as_ref().and_then(Weak::upgrade) {
+            session.spawn(task.boxed());
+        }
+    }
+}
+
+/// A cheap-to-clone reference to an RPC object.
+#[derive(Clone)]
+pub enum Capability {
+    /// An object living in this process.
+    Local(Arc<dyn RpcTarget>),
+    /// An object the peer exported; calls travel over the session it came from.
+    Remote(RemoteCapability),
+}
+
+impl Capability {
+    pub fn local<T: RpcTarget>(target: Arc<T>) -> Self {
+        Capability::Local(target)
+    }
+
+    /// Calls a method. Local objects are called directly; remote ones via a `push` + `pull` to
+    /// the peer (which fails at once on an HTTP batch session or a closed one).
+    pub async fn call(&self, method: &str, args: Vec<Value>) -> RpcResult {
+        self.invoke(vec![PathKey::from(method)], Some(args), &CallContext::direct()).await
+    }
+
+    /// Calls the capability itself, for a function the peer passed (`stub(args)` in
+    /// JavaScript). Local objects are not callable.
+    pub async fn call_function(&self, args: Vec<Value>) -> RpcResult {
+        self.invoke(Vec::new(), Some(args), &CallContext::direct()).await
+    }
+
     /// Reads a property.
     pub async fn get(&self, property: &str) -> RpcResult {
         self.invoke(vec![PathKey::from(property)], None, &CallContext::direct()).await
@@ -286,7 +404,7 @@ pub(crate) fn apply(
     for (i, key) in path.iter().enumerate() {
         value = match value {
             Value::Capability(cap) => return cap.invoke(path[i..].to_vec(), args, &ctx),
-            Value::Object(mut map) => map.remove(&key.to_string()).unwrap_or_default(),
+            Value::Object(mut map) => map.swap_remove(&key.to_string()).unwrap_or_default(),
             Value::Array(mut items) => match index_of(key) {
                 Some(index) if index < items.len() => items.swap_remove(index),
                 _ => Value::Undefined,

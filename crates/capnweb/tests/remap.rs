@@ -36,7 +36,7 @@ async fn captured_stubs_are_called_and_results_combined_per_element() {
     .await;
     assert_eq!(
         answer,
-        r#"["resolve",2,[[{"echoed":"user1","name":"alice"},{"echoed":"user2","name":"bob"},{"echoed":"user3","name":"charlie"}]]]"#
+        r#"["resolve",2,[[{"name":"alice","echoed":"user1"},{"name":"bob","echoed":"user2"},{"name":"charlie","echoed":"user3"}]]]"#
     );
 }
 

@@ -16,7 +16,7 @@ async fn push_pull_resolve_release() {
     wire.send(r#"["pull",1]"#);
     assert_eq!(
         wire.recv().await,
-        r#"["resolve",1,{"role":"user","token":"token_bob_1","userId":"user2","username":"bob"}]"#
+        r#"["resolve",1,{"token":"token_bob_1","userId":"user2","username":"bob","role":"user"}]"#
     );
     assert_eq!(wire.session.stats().exports, 1);
     wire.send(r#"["release",1,1]"#);
@@ -95,8 +95,8 @@ async fn pipelined_batch_from_the_typescript_client() {
     assert_eq!(
         wire.recv_sorted(3).await,
         [
-            r#"["resolve",1,{"role":"user","token":"token_bob_1","userId":"user2","username":"bob"}]"#,
-            r#"["resolve",3,{"itemCount":2,"orderId":"order1","status":"pending","total":1059.97}]"#,
+            r#"["resolve",1,{"token":"token_bob_1","userId":"user2","username":"bob","role":"user"}]"#,
+            r#"["resolve",3,{"orderId":"order1","total":1059.97,"status":"pending","itemCount":2}]"#,
             r#"["resolve",4,"user2"]"#,
         ]
     );
@@ -262,12 +262,12 @@ async fn fork_re_export_proxy_pattern() {
             -1 => assert_eq!(
                 outcome,
                 format!(
-                    r#"["resolve",{call_id},{{"itemCount":2,"orderId":"order1","status":"pending","total":1059.97}}]"#
+                    r#"["resolve",{call_id},{{"orderId":"order1","total":1059.97,"status":"pending","itemCount":2}}]"#
                 )
             ),
             -2 => assert_eq!(
                 outcome,
-                format!(r#"["resolve",{call_id},[[{{"orderId":"order1","status":"pending","total":1059.97}}]]]"#)
+                format!(r#"["resolve",{call_id},[[{{"orderId":"order1","total":1059.97,"status":"pending"}}]]]"#)
             ),
             _ => assert_eq!(
                 outcome,

@@ -173,7 +173,7 @@ pub(crate) fn eval(bound: Bound, ctx: CallContext) -> BoxFuture<'static, RpcResu
         }
         .boxed(),
         Bound::Object(fields) => async move {
-            let mut out = std::collections::BTreeMap::new();
+            let mut out = indexmap::IndexMap::new();
             for (key, item) in fields {
                 out.insert(key, eval(item, ctx.clone()).await?);
             }

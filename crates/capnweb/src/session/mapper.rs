@@ -86,7 +86,7 @@ impl<'a> Frame<'a> {
             Expr::Literal(value) => ready(Ok(value.clone())).boxed(),
             Expr::Array(items) => async move { Ok(Value::Array(self.eval_all(items).await?)) }.boxed(),
             Expr::Object(fields) => async move {
-                let mut out = std::collections::BTreeMap::new();
+                let mut out = indexmap::IndexMap::new();
                 for (key, item) in fields {
                     out.insert(key.clone(), self.eval(item).await?);
                 }

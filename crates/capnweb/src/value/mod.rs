@@ -6,8 +6,9 @@
 //! translate plain values; capabilities and references only make sense inside a session, which
 //! uses the crate-internal `Expr` form (in `codec.rs`).
 
-use std::collections::BTreeMap;
 use std::fmt;
+
+pub use indexmap::IndexMap;
 
 use serde_json::Value as Json;
 
@@ -42,7 +43,8 @@ pub enum Value {
     /// A JavaScript Date: milliseconds since the epoch; NaN is the invalid date.
     Date(f64),
     Array(Vec<Value>),
-    Object(BTreeMap<String, Value>),
+    /// Keys in insertion order, as in a JavaScript object.
+    Object(IndexMap<String, Value>),
     /// An error value (what `reject` carries; may also appear inside data).
     Error(RpcError),
     /// A reference to an object that lives on this side or on the peer.
@@ -93,7 +95,7 @@ impl Value {
         }
     }
 
-    pub fn as_object(&self) -> Option<&BTreeMap<String, Value>> {
+    pub fn as_object(&self) -> Option<&IndexMap<String, Value>> {
         match self {
             Value::Object(map) => Some(map),
             _ => None,
@@ -214,7 +216,7 @@ from_impls! {
     f64 => Float,
     String => String,
     Vec<Value> => Array,
-    BTreeMap<String, Value> => Object,
+    IndexMap<String, Value> => Object,
     RpcError => Error,
     Capability => Capability,
 }
