@@ -60,6 +60,14 @@ async function overWebSocket() {
   const users = await api.listUsers(alice);
   check("alice lists users", users.length >= 3, JSON.stringify(users));
 
+  // .map() runs on the server: one round trip, whatever the length of the list.
+  same("listUsers().map(u => u.username)", await api.listUsers(alice).map((u) => u.username), users.map((u) => u.username));
+  const mappedOrders = await api.listOrders(user).map((o) => ({ id: o.orderId, status: o.status }));
+  same("listOrders().map(o => ({id, status}))", mappedOrders.find((o) => o.id === order.orderId), { id: order.orderId, status: "cancelled" });
+  same("a map that calls a captured capability per element",
+    await api.listUsers(alice).map((u) => ({ name: u.username, bobMayCancel: user.hasPermission("order.cancel") })),
+    users.map((u) => ({ name: u.username, bobMayCancel: false })));
+
   // Pipelining: the user is used before the login answer arrives.
   const userP = api.getUserByToken(api.login("charlie", "charlie123").token);
   const [name, pipelined] = await Promise.all([userP.getUsername(), api.createOrder(userP, items)]);
@@ -80,8 +88,10 @@ async function overHttpBatch() {
     const loginP = api.login("bob", "bob123");
     const userP = api.getUserByToken(loginP.token);
     const orderP = api.createOrder(userP, items);
-    const [login, order] = await Promise.all([loginP, orderP]);
+    const namesP = api.listOrders(userP).map((o) => o.orderId);
+    const [login, order, names] = await Promise.all([loginP, orderP, namesP]);
     same("one HTTP request", posts, 1);
+    check("listOrders().map() in the same batch", Array.isArray(names) && names.every((n) => typeof n === "string"), JSON.stringify(names));
     same("batch order", [order.total, order.status, order.itemCount], [1059.97, "pending", 2]);
     const rest = await restOrders(login.token);
     check("the batch order is in GET /api/orders", rest.some((o) => o.id === order.orderId), JSON.stringify(rest));
