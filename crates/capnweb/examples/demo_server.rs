@@ -6,11 +6,11 @@
 
 #[path = "demo/gateway.rs"]
 mod gateway;
+#[path = "demo/serve.rs"]
+mod serve;
 
-use std::io::Write as _;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt as _;
 use capnweb::{Limits, RpcTarget};
 use gateway::{DemoData, Gateway};
 
@@ -23,12 +23,5 @@ async fn main() -> std::io::Result<()> {
         .unwrap_or(8080);
     let data = Arc::new(DemoData::default());
     let app = capnweb::routes(move |_| Arc::new(Gateway::new(data.clone())) as Arc<dyn RpcTarget>, Limits::default());
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    println!("listening on http://{}", listener.local_addr()?);
-    std::io::stdout().flush()?;
-    // Small RPC frames must not wait for delayed ACKs (Nagle's algorithm).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app).await
+    serve::serve_on_loopback(port, app).await
 }

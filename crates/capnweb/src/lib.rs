@@ -52,5 +52,5 @@ pub use error::{ProtocolError, RpcError, kinds};
 pub use limits::Limits;
 pub use message::Message;
 pub use session::{Outbox, Outgoing, Session, SessionStats};
-pub use transport::{routes, rpc_routes};
+pub use transport::{routes, routes_on, rpc_routes};
 pub use value::{PathKey, Value};

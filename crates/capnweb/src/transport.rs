@@ -48,7 +48,7 @@ pub fn routes<F>(main: F, limits: Limits) -> Router
 where
     F: Fn(&Parts) -> Arc<dyn RpcTarget> + Send + Sync + 'static,
 {
-    router(main, limits, true)
+    routes_on(&["/api"], main, limits)
 }
 
 /// Like [`routes`] but only on `/rpc/batch` and `/rpc/ws`, for a server whose `/api` is
@@ -57,18 +57,21 @@ pub fn rpc_routes<F>(main: F, limits: Limits) -> Router
 where
     F: Fn(&Parts) -> Arc<dyn RpcTarget> + Send + Sync + 'static,
 {
-    router(main, limits, false)
+    routes_on(&[], main, limits)
 }
 
-fn router<F>(main: F, limits: Limits, with_api_path: bool) -> Router
+/// `/rpc/batch` and `/rpc/ws`, and each of `shared_paths` answering both (`GET` with Upgrade
+/// for WebSocket, `POST` for a batch), as the reference server does on whatever path it is
+/// mounted (the interop target serves `/`).
+pub fn routes_on<F>(shared_paths: &[&str], main: F, limits: Limits) -> Router
 where
     F: Fn(&Parts) -> Arc<dyn RpcTarget> + Send + Sync + 'static,
 {
     let body_limit = limits.max_body_bytes;
     let endpoint = Arc::new(Endpoint { main: Box::new(main), limits });
     let mut router = Router::new().route("/rpc/batch", post(batch)).route("/rpc/ws", get(websocket));
-    if with_api_path {
-        router = router.route("/api", get(websocket).post(batch));
+    for path in shared_paths {
+        router = router.route(path, get(websocket).post(batch));
     }
     router.layer(DefaultBodyLimit::max(body_limit)).with_state(endpoint)
 }

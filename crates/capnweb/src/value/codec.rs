@@ -326,7 +326,12 @@ impl Encoder<'_, '_> {
     }
 }
 
+/// As JavaScript's `JSON.stringify` writes numbers: an integral value without a fraction
+/// (`4`, not `4.0`; `-0` as `0`), so both sides of a comparison see the same text.
 pub(crate) fn float_to_json(f: f64) -> Json {
+    if f.fract() == 0.0 && f.abs() <= MAX_SAFE_INTEGER as f64 {
+        return Json::from(f as i64);
+    }
     match serde_json::Number::from_f64(f) {
         Some(n) => Json::Number(n),
         None if f.is_nan() => serde_json::json!(["nan"]),
