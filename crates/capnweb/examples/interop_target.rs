@@ -37,7 +37,9 @@ impl RpcTarget for TestTarget {
             match method {
                 "square" => Ok(Value::Float(to_number(&arg(0)) * to_number(&arg(0)))),
                 "callSquare" => {
-                    let square = capability(&arg(0))?.call("square", vec![arg(1)]).await?;
+                    // Not awaited, as in the reference: the result holds a call still running.
+                    let (target, i) = (capability(&arg(0))?, arg(1));
+                    let square = Value::pending(async move { target.call("square", vec![i]).await });
                     Ok(Value::object([("result", square)]))
                 }
                 "callFunction" => {

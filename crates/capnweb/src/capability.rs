@@ -11,7 +11,7 @@ use futures::FutureExt as _;
 use futures::future::{BoxFuture, ready};
 
 use crate::error::RpcError;
-use crate::value::{PathKey, Value};
+use crate::value::{PathKey, Pending, Value, settle_all};
 
 /// The outcome of a call.
 pub type RpcResult = Result<Value, RpcError>;
@@ -269,6 +269,7 @@ fn invoke_local(
         match args {
             None => target.get(&name),
             Some(args) => {
+                let args = settle_all(args).await?;
                 let zero_args = args.is_empty();
                 match target.call(&name, args, &ctx).await {
                     Err(err) if zero_args && err.is_method_not_found(&name) => target.get(&name).map_err(|_| err),
@@ -292,6 +293,7 @@ pub(crate) fn apply(
     for (i, key) in path.iter().enumerate() {
         value = match value {
             Value::Capability(cap) => return cap.invoke(path[i..].to_vec(), args, &ctx),
+            Value::Pending(pending) => return apply_when_settled(pending, path[i..].to_vec(), args, ctx),
             Value::Object(mut map) => map.swap_remove(&key.to_string()).unwrap_or_default(),
             Value::Array(mut items) => match index_of(key) {
                 Some(index) if index < items.len() => items.swap_remove(index),
@@ -310,11 +312,21 @@ pub(crate) fn apply(
     match (args, value) {
         (None, value) => ready(Ok(value)).boxed(),
         (Some(args), Value::Capability(cap)) => cap.invoke(Vec::new(), Some(args), &ctx),
+        (args, Value::Pending(pending)) => apply_when_settled(pending, Vec::new(), args, ctx),
         (Some(_), _) => {
             let name = path.iter().map(ToString::to_string).collect::<Vec<_>>().join(".");
             ready(Err(RpcError::bad_request(format!("'{name}' is not a function")))).boxed()
         }
     }
+}
+
+fn apply_when_settled(
+    pending: Pending,
+    path: Vec<PathKey>,
+    args: Option<Vec<Value>>,
+    ctx: CallContext,
+) -> BoxFuture<'static, RpcResult> {
+    async move { apply(pending.outcome().await?, path, args, ctx).await }.boxed()
 }
 
 fn index_of(key: &PathKey) -> Option<usize> {

@@ -14,7 +14,7 @@ use super::{Export, ExportKind, Import, Outbound, Outgoing, Shared, State};
 use crate::capability::{Capability, RpcResult};
 use crate::error::{ProtocolError, RpcError};
 use crate::message::Message;
-use crate::value::{self, Value, decode_expr, encode_with, error_to_json};
+use crate::value::{self, Exportable, Pending, Value, decode_expr, encode_with, error_to_json};
 
 impl Shared {
     pub(super) fn receive(&self, message: Message) {
@@ -113,7 +113,12 @@ impl Shared {
             let call = AssertUnwindSafe(eval(bound, self.context())).catch_unwind();
             let this = self.clone();
             self.spawn(async move {
-                let outcome = call.await.unwrap_or_else(|_| Err(RpcError::internal("the method panicked")));
+                let outcome = match call.await {
+                    // A result that is itself pending is answered with what it settles to.
+                    Ok(Ok(Value::Pending(pending))) => pending.outcome().await,
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(RpcError::internal("the method panicked")),
+                };
                 cell.settle(outcome);
                 let mut state = this.lock();
                 state.running_calls = state.running_calls.saturating_sub(1);
@@ -158,13 +163,14 @@ impl Shared {
     }
 
     fn send_settlement(&self, id: i64, outcome: RpcResult) {
+        let mut promises = Vec::new();
         let message = {
             let mut state = self.lock();
             if state.closed {
                 return;
             }
             let message = match outcome {
-                Ok(value) => match self.encode(&mut state, &value) {
+                Ok(value) => match self.encode(&mut state, &value, &mut promises) {
                     Ok(json) => Message::Resolve(id, json),
                     Err(err) => {
                         Message::Reject(id, error_to_json(&RpcError::internal(format!("cannot send result: {err}"))))
@@ -178,14 +184,22 @@ impl Shared {
             message
         };
         self.send(message);
+        self.start_promises(promises);
     }
 
-    /// Encodes a value, giving every capability in it a fresh export id. On failure nothing
-    /// stays allocated.
-    pub(super) fn encode(&self, state: &mut State, value: &Value) -> Result<Json, ProtocolError> {
+    /// Encodes a value, giving every capability in it a fresh export id, and every pending
+    /// part one too (returned in `promises`: start them with [`Self::start_promises`] once the
+    /// message that names them is sent). On failure nothing stays allocated.
+    pub(super) fn encode(
+        &self,
+        state: &mut State,
+        value: &Value,
+        promises: &mut Vec<(i64, Pending)>,
+    ) -> Result<Json, ProtocolError> {
         let mut allocated = Vec::new();
-        let result = encode_with(value, &self.limits, &mut |cap| {
-            if let Capability::Remote(remote) = cap
+        let first_promise = promises.len();
+        let result = encode_with(value, &self.limits, &mut |exportable| {
+            if let Exportable::Capability(Capability::Remote(remote)) = exportable
                 && remote.belongs_to(self)
             {
                 // The peer's own object goes back as a reference into its own table.
@@ -196,19 +210,48 @@ impl Shared {
             }
             let id = state.next_cap_export;
             state.next_cap_export -= 1;
-            state.exports.insert(
-                id,
-                Export { kind: ExportKind::Capability(cap.clone()), refcount: 1, release_after_pull: false },
-            );
             allocated.push(id);
-            Ok(json!(["export", id]))
+            let (kind, json) = match exportable {
+                Exportable::Capability(cap) => (ExportKind::Capability(cap.clone()), json!(["export", id])),
+                Exportable::Promise(pending) => {
+                    promises.push((id, pending.clone()));
+                    (ExportKind::Promise(PromiseCell::new()), json!(["promise", id]))
+                }
+            };
+            state.exports.insert(id, Export { kind, refcount: 1, release_after_pull: false });
+            Ok(json)
         });
         if result.is_err() {
             for id in allocated {
                 state.exports.remove(&id);
             }
+            promises.truncate(first_promise);
         }
         result
+    }
+
+    /// Settles each promise export when its value is known and tells the peer, unprompted, as
+    /// the protocol has it (no pull comes for these) — unless the peer released it first. An
+    /// HTTP batch waits for these answers as it does for pulls.
+    pub(super) fn start_promises(&self, promises: Vec<(i64, Pending)>) {
+        let Some(this) = self.arc() else { return };
+        for (id, pending) in promises {
+            let cell = match self.lock().exports.get(&id).map(|e| &e.kind) {
+                Some(ExportKind::Promise(cell)) => cell.clone(),
+                _ => continue,
+            };
+            self.pending_pulls.send_modify(|n| *n += 1);
+            let this = this.clone();
+            self.spawn(async move {
+                let outcome = pending.outcome().await;
+                cell.settle(outcome.clone());
+                let still_wanted = this.lock().exports.contains_key(&id);
+                if still_wanted {
+                    this.send_settlement(id, outcome);
+                }
+                this.pending_pulls.send_modify(|n| *n = n.saturating_sub(1));
+            });
+        }
     }
 
     fn on_settle(self: &Arc<Self>, id: i64, expr: &Json, is_reject: bool) -> Result<(), ProtocolError> {

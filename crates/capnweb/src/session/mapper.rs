@@ -30,6 +30,9 @@ pub(crate) fn map<'a>(
         return ready(Err(RpcError::bad_request("invalid empty mapper function"))).boxed();
     }
     match subject {
+        Value::Pending(pending) => {
+            async move { map(pending.outcome().await?, captures, instructions, ctx).await }.boxed()
+        }
         Value::Null | Value::Undefined => ready(Ok(subject)).boxed(),
         Value::Array(items) => stream::iter(items)
             .map(|item| apply_mapper(item, captures, instructions, ctx))

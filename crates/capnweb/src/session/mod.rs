@@ -357,7 +357,13 @@ impl Shared {
         if self.kind == TransportKind::HttpBatch {
             return Err(RpcError::internal("cannot call back into an HTTP batch client"));
         }
+        // Arguments go out settled: the peer's method must not wait on us for them.
+        let args = match args {
+            Some(args) => Some(crate::value::settle_all(args).await?),
+            None => None,
+        };
         let (reply, answer) = oneshot::channel();
+        let mut promises = Vec::new();
         let id = {
             let mut state = self.lock();
             if state.closed {
@@ -372,7 +378,7 @@ impl Shared {
                     let mut encoded = Vec::with_capacity(args.len());
                     for arg in &args {
                         encoded.push(
-                            self.encode(&mut state, arg)
+                            self.encode(&mut state, arg, &mut promises)
                                 .map_err(|e| RpcError::bad_request(format!("cannot send argument: {e}")))?,
                         );
                     }
@@ -393,6 +399,7 @@ impl Shared {
             self.send(Message::Pull(id));
             id
         };
+        self.start_promises(promises);
         match tokio::time::timeout(self.limits.call_timeout, answer).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_)) => Err(RpcError::session_closed()),

@@ -79,7 +79,7 @@ pub fn check_expression(json: &Json, limits: &Limits) -> Result<(), ProtocolErro
 /// Encodes a plain value; capabilities are refused.
 pub fn encode(value: &Value, limits: &Limits) -> Result<Json, ProtocolError> {
     encode_with(value, limits, &mut |_| {
-        Err(ProtocolError::Unsupported("a capability can only be sent inside a session".into()))
+        Err(ProtocolError::Unsupported("a capability or a pending value can only be sent inside a session".into()))
     })
 }
 
@@ -283,14 +283,21 @@ fn truncate(s: &str, max_chars: usize) -> String {
 pub(crate) fn encode_with(
     value: &Value,
     limits: &Limits,
-    export_cap: &mut dyn FnMut(&Capability) -> Result<Json, ProtocolError>,
+    export: &mut dyn FnMut(Exportable<'_>) -> Result<Json, ProtocolError>,
 ) -> Result<Json, ProtocolError> {
-    Encoder { limits, export_cap }.value(value, 0)
+    Encoder { limits, export }.value(value, 0)
+}
+
+/// What only a session can put on the wire: it gives each an export id.
+pub(crate) enum Exportable<'v> {
+    Capability(&'v Capability),
+    /// A pending value whose outcome is not known yet.
+    Promise(&'v super::Pending),
 }
 
 struct Encoder<'a, 'f> {
     limits: &'a Limits,
-    export_cap: &'f mut dyn FnMut(&Capability) -> Result<Json, ProtocolError>,
+    export: &'f mut dyn FnMut(Exportable<'_>) -> Result<Json, ProtocolError>,
 }
 
 impl Encoder<'_, '_> {
@@ -321,7 +328,12 @@ impl Encoder<'_, '_> {
                     .collect::<Result<_, ProtocolError>>()?,
             ),
             Value::Error(err) => error_to_json(err),
-            Value::Capability(cap) => (self.export_cap)(cap)?,
+            Value::Capability(cap) => (self.export)(Exportable::Capability(cap))?,
+            Value::Pending(pending) => match pending.peek() {
+                // Settled already: no need for a promise round.
+                Some(Ok(value)) => self.value(&value, depth)?,
+                _ => (self.export)(Exportable::Promise(pending))?,
+            },
         })
     }
 }

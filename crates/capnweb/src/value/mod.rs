@@ -16,10 +16,14 @@ use crate::capability::Capability;
 use crate::error::RpcError;
 
 mod codec;
+mod pending;
 
+pub(crate) use codec::Exportable;
 use codec::number_to_value;
 pub(crate) use codec::{Capture, Expr, Remap, decode_expr, encode_with, error_to_json, parse_id};
 pub use codec::{check_expression, decode, encode};
+pub use pending::Pending;
+pub(crate) use pending::settle_all;
 
 /// Integers up to this magnitude are exact in a JavaScript number; bigger ones travel as bigint.
 pub(crate) const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
@@ -49,6 +53,8 @@ pub enum Value {
     Error(RpcError),
     /// A reference to an object that lives on this side or on the peer.
     Capability(Capability),
+    /// A part of a result still being computed; sent as `["promise", -n]` (see [`Pending`]).
+    Pending(Pending),
 }
 
 impl Value {
@@ -162,6 +168,7 @@ impl Value {
             Value::Object(_) => "object",
             Value::Error(_) => "error",
             Value::Capability(_) => "capability",
+            Value::Pending(_) => "promise",
         }
     }
 }

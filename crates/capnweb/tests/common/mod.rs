@@ -84,6 +84,18 @@ impl RpcTarget for Lab {
                     tokio::time::sleep(Duration::from_millis(ms as u64)).await;
                     Ok("slept".into())
                 }
+                // {"now": x, "later": <y 20 ms later, or a rejection without y>}: a result
+                // holding a call still running.
+                "later" => {
+                    let mut args = args.into_iter();
+                    let now = args.next().unwrap_or_default();
+                    let then = args.next();
+                    let later = Value::pending(async move {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        then.ok_or_else(|| RpcError::bad_request("nothing later"))
+                    });
+                    Ok(Value::object([("now", now), ("later", later)]))
+                }
                 "fail" => Err(RpcError::permission_denied("nope")),
                 "panic" => panic!("deliberate panic in a test method"),
                 "transport" => Ok(format!("{:?}", ctx.transport()).into()),

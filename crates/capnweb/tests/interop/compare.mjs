@@ -26,6 +26,8 @@ const OVER_SIZE = "x".repeat(5 * 1024 * 1024); // above both servers' 4 MiB mess
 
 // Each scenario is written pipelined (no await between calls) so it also runs as one HTTP batch.
 // `webSocketOnly`: the server calls back into the client, which an HTTP batch cannot serve.
+// `promisesAsSent`: on the wire, compare the `["promise", -n]` forms themselves too, not only
+// what they resolved to (ids renumbered by first appearance).
 // `onlyWhetherRejected`: compare only which calls fail, not their errors nor the wire (the two
 // servers word limit errors differently, and over HTTP batch the reference's handler throws
 // instead of answering; see the crate README).
@@ -48,7 +50,7 @@ const scenarios = [
     const counter = api.makeCounter(10);
     return [counter.increment(5), counter.increment(), api.incrementCounter(counter, 2), api.incrementCounter(counter), counter.value];
   }],
-  ["a result holding a running call", (api) => [api.callSquare(api, 7)]],
+  ["a result holding a running call", (api) => [api.callSquare(api, 7)], { promisesAsSent: true }],
   ["map over a list, calling a capture", (api) => [api.getList().map((x) => api.square(x))]],
   ["map into objects", (api) => [api.getList().map((x) => ({ value: x, square: api.square(x), list: [x, api.add(x, 1)] }))]],
   ["map of a property", (api) => [api.echo([{ username: "bob" }, { username: "alice" }]).map((u) => u.username)]],
@@ -89,6 +91,29 @@ async function outcomes(calls) {
 
 // ---------------------------------------------------------------------------------------------
 // The answers on the wire, normalised.
+
+// The answers as sent, promises kept: every resolve/reject/abort, ours before the promises',
+// export and promise ids renumbered by first appearance.
+function answersAsSent(received) {
+  const answers = received.filter(([kind]) => kind === "resolve" || kind === "reject" || kind === "abort");
+  const ordered = [...answers.filter((m) => !(m[1] < 0)), ...answers.filter((m) => m[1] < 0)];
+  const ids = new Map();
+  const renumberId = (id) => {
+    if (!ids.has(id)) ids.set(id, -(ids.size + 1));
+    return ids.get(id);
+  };
+  const walk = (expr) => {
+    if (Array.isArray(expr)) {
+      if ((expr[0] === "export" || expr[0] === "promise") && typeof expr[1] === "number" && expr.length === 2) {
+        return [expr[0], renumberId(expr[1])];
+      }
+      return expr.map(walk);
+    }
+    if (expr && typeof expr === "object") return Object.fromEntries(Object.entries(expr).map(([k, v]) => [k, walk(v)]));
+    return expr;
+  };
+  return ordered.map(([kind, id, expr]) => (kind === "abort" ? ["abort"] : [kind, id < 0 ? renumberId(id) : id, walk(stripStack(expr))]));
+}
 
 function normaliseAnswers(received) {
   const promises = new Map();
@@ -162,7 +187,7 @@ async function overWebSocket(url, scenario) {
   try {
     const seen = await outcomes(await scenario(api));
     await new Promise((resolve) => setTimeout(resolve, 50)); // late promise resolutions
-    return { seen, wire: normaliseAnswers(received) };
+    return { seen, wire: normaliseAnswers(received), sent: answersAsSent(received) };
   } finally {
     api[Symbol.dispose]?.();
     ws.close();
@@ -181,7 +206,7 @@ async function overHttpBatch(url, scenario) {
   try {
     const api = newHttpBatchRpcSession(url);
     const seen = await outcomes(await scenario(api));
-    return { seen, wire: normaliseAnswers(received) };
+    return { seen, wire: normaliseAnswers(received), sent: answersAsSent(received) };
   } finally {
     globalThis.fetch = realFetch;
   }
@@ -206,7 +231,8 @@ for (const [transportName, run, isWebSocket] of transports) {
     const rust = await run(rustBase, scenario);
     const view = options.onlyWhetherRejected ? (seen) => seen.map((s) => s.startsWith("rejected")) : (seen) => seen;
     const seenSame = JSON.stringify(view(reference.seen)) === JSON.stringify(view(rust.seen));
-    const wireSame = options.onlyWhetherRejected || JSON.stringify(reference.wire) === JSON.stringify(rust.wire);
+    const wire = options.promisesAsSent ? "sent" : "wire";
+    const wireSame = options.onlyWhetherRejected || JSON.stringify(reference[wire]) === JSON.stringify(rust[wire]);
     compared++;
     if (seenSame && wireSame) {
       console.log(`same ${name}: ${reference.seen.join(" | ")}`);
@@ -216,7 +242,7 @@ for (const [transportName, run, isWebSocket] of transports) {
     failures++;
     console.log(`DIFF ${name}`);
     if (!seenSame) console.log(`     reference sees ${reference.seen.join(" | ")}\n     rust sees      ${rust.seen.join(" | ")}`);
-    if (!wireSame) console.log(`     reference wire ${JSON.stringify(reference.wire)}\n     rust wire      ${JSON.stringify(rust.wire)}`);
+    if (!wireSame) console.log(`     reference wire ${JSON.stringify(reference[wire])}\n     rust wire      ${JSON.stringify(rust[wire])}`);
   }
 }
 console.log(failures === 0 ? `compare: all ${compared} scenarios answer the same` : `compare: ${failures} of ${compared} scenarios differ`);
