@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
-use capnweb::{CallContext, Capability, Limits, RpcError, RpcResult, RpcTarget, Value};
+use capnweb::{CallContext, Capability, Limits, ReadableStream, RpcError, RpcResult, RpcTarget, Value};
+use futures::StreamExt as _;
 use futures::future::BoxFuture;
 
 /// `slowMethod` waits at most this long, so a client cannot park the server's tasks for ever.
@@ -94,6 +95,30 @@ impl RpcTarget for TestTarget {
                 }
                 "greet" => Ok(Value::String(format!("Hello, {}!", js_string(&arg(0))))),
                 "getList" => Ok(Value::Array((1..=5).map(Value::Int).collect())),
+                // Streams (not in the reference's own TestTarget): one made here, one read
+                // here, and the client's WritableStream written here.
+                "countTo" => {
+                    let n = to_number(&arg(0)).max(0.0) as u64;
+                    let fail_at_end = matches!(arg(1), Value::Bool(true));
+                    let counted =
+                        futures::stream::iter((0..n).map(|i| Ok(Value::object([("i", Value::from(i as f64))]))));
+                    let end = futures::stream::iter(fail_at_end.then(|| Err(RpcError::new("RangeError", "ran out"))));
+                    Ok(Value::Readable(ReadableStream::new(counted.chain(end))))
+                }
+                "sumStream" => match arg(0) {
+                    Value::Readable(stream) => Ok(Value::Float(stream.collect().await?.iter().map(to_number).sum())),
+                    other => Err(not_a_function("getReader", &other)),
+                },
+                "writeLines" => match arg(0) {
+                    Value::Writable(out) => {
+                        for i in 0..to_number(&arg(1)).max(0.0) as u64 {
+                            out.write(format!("line {i}").into()).await?;
+                        }
+                        out.close().await?;
+                        Ok("done".into())
+                    }
+                    other => Err(not_a_function("getWriter", &other)),
+                },
                 "registerCallback" => {
                     *self.callback.lock().unwrap() = Some(capability(&arg(0))?);
                     Ok("registered".into())

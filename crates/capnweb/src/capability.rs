@@ -116,6 +116,15 @@ pub(crate) trait Peer: Send + Sync + 'static {
         args: Option<Vec<Value>>,
     ) -> BoxFuture<'static, RpcResult>;
 
+    /// Like `call`, as a `stream` message: the peer answers without a pull and drops its
+    /// export itself (writes to a stream).
+    fn call_streaming(
+        self: Arc<Self>,
+        import_id: i64,
+        method: &'static str,
+        args: Vec<Value>,
+    ) -> BoxFuture<'static, RpcResult>;
+
     /// Runs `task` until it finishes or the session ends.
     fn spawn(&self, task: BoxFuture<'static, ()>);
 
@@ -403,6 +412,14 @@ impl RemoteCapability {
             return Err(RpcError::session_closed());
         };
         session.call(self.inner.import_id, path, args).await
+    }
+
+    /// Calls `method` as a `stream` message (a write, close or abort on a stream).
+    pub(crate) async fn invoke_streaming(&self, method: &'static str, args: Vec<Value>) -> RpcResult {
+        let Some(session) = self.inner.session.upgrade() else {
+            return Err(RpcError::session_closed());
+        };
+        session.call_streaming(self.inner.import_id, method, args).await
     }
 }
 

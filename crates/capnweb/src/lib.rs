@@ -53,4 +53,4 @@ pub use limits::Limits;
 pub use message::Message;
 pub use session::{Outbox, Outgoing, Session, SessionStats};
 pub use transport::{routes, routes_on, rpc_routes};
-pub use value::{PathKey, Pending, Value};
+pub use value::{Chunks, PathKey, Pending, ReadableStream, Value, WritableStream};

@@ -102,7 +102,7 @@ async fn a_failing_element_rejects_the_map_and_the_session_goes_on() {
     wire.send(r#"["pull",4]"#);
     assert_eq!(
         wire.recv().await,
-        r#"["reject",4,["error","bad_request","a mapper function cannot refer to exports"]]"#
+        r#"["reject",4,["error","bad_request","a mapper function cannot refer to exports or streams"]]"#
     );
     // A map over an export that does not exist rejects like a call on it would.
     wire.send(r#"["push",["remap",42,[],[],[["pipeline",0]]]]"#);

@@ -10,7 +10,7 @@ use super::promise::PromiseCell;
 use super::{ExportKind, Import, Shared, State};
 use crate::capability::{CallContext, Capability, RemoteCapability, RpcResult, apply};
 use crate::error::{ProtocolError, RpcError};
-use crate::value::{Capture, Expr, PathKey, Remap, Value};
+use crate::value::{Capture, Expr, PathKey, Remap, Value, WritableStream};
 
 /// An expression whose references are resolved to table entries.
 pub(crate) enum Bound {
@@ -74,6 +74,13 @@ impl Binder<'_> {
             Expr::Promise(id) => Bound::Await(self.import_promise(id)?),
             Expr::Reference { id, path, args } => self.reference(id, path, args)?,
             Expr::Remap(remap) => self.remap(*remap)?,
+            Expr::Readable(id) => match self.state.pipe_readables.remove(&id) {
+                Some(stream) => Bound::Ready(Value::Readable(stream)),
+                None => Bound::Fail(RpcError::bad_request(format!(
+                    "export {id} is not a pipe, or its readable end was used already"
+                ))),
+            },
+            Expr::Writable(id) => Bound::Ready(Value::Writable(WritableStream { target: self.import_capability(id)? })),
         })
     }
 

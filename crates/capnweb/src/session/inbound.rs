@@ -10,11 +10,11 @@ use serde_json::{Value as Json, json};
 
 use super::eval::{Binder, eval};
 use super::promise::PromiseCell;
-use super::{Export, ExportKind, Import, Outbound, Outgoing, Shared, State};
-use crate::capability::{Capability, RpcResult};
+use super::{Export, ExportKind, Followup, Import, Outbound, Outgoing, Shared, State, pipe};
+use crate::capability::{Capability, RemoteCapability, RpcResult, TransportKind};
 use crate::error::{ProtocolError, RpcError};
 use crate::message::Message;
-use crate::value::{self, Exportable, Pending, Value, decode_expr, encode_with, error_to_json};
+use crate::value::{self, Exportable, Value, already_read, decode_expr, encode_with, error_to_json};
 
 impl Shared {
     pub(super) fn receive(&self, message: Message) {
@@ -25,10 +25,7 @@ impl Shared {
         let result = match message {
             Message::Push(expr) => this.on_push(&expr, false),
             Message::Stream(expr) => this.on_push(&expr, true),
-            Message::Pipe => {
-                this.on_pipe();
-                Ok(())
-            }
+            Message::Pipe => this.on_pipe(),
             Message::Pull(id) => {
                 this.on_pull(id);
                 Ok(())
@@ -130,13 +127,21 @@ impl Shared {
         Ok(())
     }
 
-    fn on_pipe(&self) {
+    /// The peer opens a pipe to send us a stream: its write end becomes this export, its read
+    /// end waits for the `["readable", id]` that names it.
+    fn on_pipe(&self) -> Result<(), ProtocolError> {
         let mut state = self.lock();
+        if state.exports.len() > self.limits.max_exports {
+            return Err(ProtocolError::TooLarge { what: "open exports", limit: self.limits.max_exports });
+        }
         let id = state.next_push_export;
         state.next_push_export += 1;
-        let cell = PromiseCell::new();
-        cell.settle(Err(RpcError::bad_request("streams (pipe) are not supported by this server")));
-        state.exports.insert(id, Export { kind: ExportKind::Promise(cell), refcount: 1, release_after_pull: false });
+        let (writer, readable) = pipe::open();
+        state
+            .exports
+            .insert(id, Export { kind: ExportKind::Capability(writer), refcount: 1, release_after_pull: false });
+        state.pipe_readables.insert(id, readable);
+        Ok(())
     }
 
     fn on_pull(self: &Arc<Self>, id: i64) {
@@ -163,14 +168,14 @@ impl Shared {
     }
 
     fn send_settlement(&self, id: i64, outcome: RpcResult) {
-        let mut promises = Vec::new();
+        let mut followups = Vec::new();
         let message = {
             let mut state = self.lock();
             if state.closed {
                 return;
             }
             let message = match outcome {
-                Ok(value) => match self.encode(&mut state, &value, &mut promises) {
+                Ok(value) => match self.encode(&mut state, &value, &mut followups) {
                     Ok(json) => Message::Resolve(id, json),
                     Err(err) => {
                         Message::Reject(id, error_to_json(&RpcError::internal(format!("cannot send result: {err}"))))
@@ -184,20 +189,21 @@ impl Shared {
             message
         };
         self.send(message);
-        self.start_promises(promises);
+        self.start_followups(followups);
     }
 
-    /// Encodes a value, giving every capability in it a fresh export id, and every pending
-    /// part one too (returned in `promises`: start them with [`Self::start_promises`] once the
-    /// message that names them is sent). On failure nothing stays allocated.
+    /// Encodes a value, giving every capability in it a fresh export id, every pending part
+    /// one too, and every stream a pipe (opened on the peer right here). What must happen once
+    /// the message is sent is added to `followups`: hand them to [`Self::start_followups`]
+    /// then. On failure nothing stays allocated (an opened pipe is released).
     pub(super) fn encode(
         &self,
         state: &mut State,
         value: &Value,
-        promises: &mut Vec<(i64, Pending)>,
+        followups: &mut Vec<Followup>,
     ) -> Result<Json, ProtocolError> {
         let mut allocated = Vec::new();
-        let first_promise = promises.len();
+        let first_followup = followups.len();
         let result = encode_with(value, &self.limits, &mut |exportable| {
             if let Exportable::Capability(Capability::Remote(remote)) = exportable
                 && remote.belongs_to(self)
@@ -205,52 +211,81 @@ impl Shared {
                 // The peer's own object goes back as a reference into its own table.
                 return Ok(json!(["import", remote.peer_export_id()]));
             }
+            let (kind, json) = match exportable {
+                Exportable::Readable(stream) => return self.open_pipe_on_peer(state, stream, followups),
+                Exportable::Capability(cap) => (ExportKind::Capability(cap.clone()), "export"),
+                Exportable::Promise(_) => (ExportKind::Promise(PromiseCell::new()), "promise"),
+            };
             if state.exports.len() > self.limits.max_exports {
                 return Err(ProtocolError::TooLarge { what: "open exports", limit: self.limits.max_exports });
             }
             let id = state.next_cap_export;
             state.next_cap_export -= 1;
             allocated.push(id);
-            let (kind, json) = match exportable {
-                Exportable::Capability(cap) => (ExportKind::Capability(cap.clone()), json!(["export", id])),
-                Exportable::Promise(pending) => {
-                    promises.push((id, pending.clone()));
-                    (ExportKind::Promise(PromiseCell::new()), json!(["promise", id]))
-                }
-            };
+            if let Exportable::Promise(pending) = exportable {
+                followups.push(Followup::Settle(id, pending.clone()));
+            }
             state.exports.insert(id, Export { kind, refcount: 1, release_after_pull: false });
-            Ok(json)
+            Ok(json!([json, id]))
         });
         if result.is_err() {
             for id in allocated {
                 state.exports.remove(&id);
             }
-            promises.truncate(first_promise);
+            // Dropping a pump's pipe handle releases the pipe on the peer.
+            followups.truncate(first_followup);
         }
         result
     }
 
-    /// Settles each promise export when its value is known and tells the peer, unprompted, as
-    /// the protocol has it (no pull comes for these) — unless the peer released it first. An
-    /// HTTP batch waits for these answers as it does for pulls.
-    pub(super) fn start_promises(&self, promises: Vec<(i64, Pending)>) {
+    /// `["pipe"]` to the peer, then `["readable", id]` in the message; the chunks follow once
+    /// the message is out.
+    fn open_pipe_on_peer(
+        &self,
+        state: &mut State,
+        stream: &crate::value::ReadableStream,
+        followups: &mut Vec<Followup>,
+    ) -> Result<Json, ProtocolError> {
+        if self.kind == TransportKind::HttpBatch {
+            return Err(ProtocolError::Unsupported("a ReadableStream needs a WebSocket session".into()));
+        }
+        let chunks = stream.take().ok_or_else(|| ProtocolError::Unsupported(already_read().message))?;
+        let id = state.next_outgoing_push;
+        state.next_outgoing_push += 1;
+        let pipe = RemoteCapability::new(self.weak_self.clone() as _, id);
+        state.imports.insert(id, Import::Capability(Arc::downgrade(&pipe.inner)));
+        self.send(Message::Pipe);
+        followups.push(Followup::Pump(pipe, chunks));
+        Ok(json!(["readable", id]))
+    }
+
+    /// Starts what encoding left for after the send: promise exports are settled and told to
+    /// the peer unprompted, as the protocol has it (no pull comes for these) — unless the peer
+    /// released them first; streams are pumped into their pipes. An HTTP batch waits for the
+    /// promises' answers as it does for pulls.
+    pub(super) fn start_followups(&self, followups: Vec<Followup>) {
         let Some(this) = self.arc() else { return };
-        for (id, pending) in promises {
-            let cell = match self.lock().exports.get(&id).map(|e| &e.kind) {
-                Some(ExportKind::Promise(cell)) => cell.clone(),
-                _ => continue,
-            };
-            self.pending_pulls.send_modify(|n| *n += 1);
-            let this = this.clone();
-            self.spawn(async move {
-                let outcome = pending.outcome().await;
-                cell.settle(outcome.clone());
-                let still_wanted = this.lock().exports.contains_key(&id);
-                if still_wanted {
-                    this.send_settlement(id, outcome);
+        for followup in followups {
+            match followup {
+                Followup::Settle(id, pending) => {
+                    let cell = match self.lock().exports.get(&id).map(|e| &e.kind) {
+                        Some(ExportKind::Promise(cell)) => cell.clone(),
+                        _ => continue,
+                    };
+                    self.pending_pulls.send_modify(|n| *n += 1);
+                    let this = this.clone();
+                    self.spawn(async move {
+                        let outcome = pending.outcome().await;
+                        cell.settle(outcome.clone());
+                        let still_wanted = this.lock().exports.contains_key(&id);
+                        if still_wanted {
+                            this.send_settlement(id, outcome);
+                        }
+                        this.pending_pulls.send_modify(|n| *n = n.saturating_sub(1));
+                    });
                 }
-                this.pending_pulls.send_modify(|n| *n = n.saturating_sub(1));
-            });
+                Followup::Pump(pipe, chunks) => self.spawn(pipe::pump(pipe, chunks)),
+            }
         }
     }
 
@@ -259,20 +294,22 @@ impl Shared {
         let (entry, bound) = {
             let mut state = self.lock();
             let entry = match state.imports.get(&id) {
-                Some(Import::Call(_) | Import::Promise(_)) => state.imports.remove(&id),
+                Some(Import::Call(_) | Import::StreamCall(_) | Import::Promise(_)) => state.imports.remove(&id),
                 // Unknown or already settled: ignore, like the reference implementation.
                 _ => None,
             };
             let Some(entry) = entry else { return Ok(()) };
-            if let Import::Call(_) = entry {
+            if let Import::Call(_) | Import::StreamCall(_) = entry {
                 state.outgoing_calls = state.outgoing_calls.saturating_sub(1);
             }
             let bound = Binder { shared: self, state: &mut state }.bind(expr)?;
             (entry, bound)
         };
         // Our import is settled; tell the peer it may drop its export (both reference clients
-        // do this after resolve and reject alike).
-        self.send(Message::Release(id, 1));
+        // do this after resolve and reject alike). A `stream` call's export the peer drops itself.
+        if !matches!(entry, Import::StreamCall(_)) {
+            self.send(Message::Release(id, 1));
+        }
         let value = eval(bound, self.context());
         self.spawn(async move {
             let outcome = match value.await {
@@ -283,7 +320,7 @@ impl Shared {
                 other => other,
             };
             match entry {
-                Import::Call(reply) => {
+                Import::Call(reply) | Import::StreamCall(reply) => {
                     let _ = reply.send(outcome);
                 }
                 Import::Promise(cell) => cell.settle(outcome),
@@ -302,7 +339,12 @@ impl Shared {
             match state.exports.get_mut(&id) {
                 Some(export) => {
                     export.refcount = export.refcount.saturating_sub(count);
-                    if export.refcount == 0 { state.exports.remove(&id) } else { None }
+                    if export.refcount == 0 {
+                        state.pipe_readables.remove(&id);
+                        state.exports.remove(&id)
+                    } else {
+                        None
+                    }
                 }
                 None => None, // unknown or over-released: be lenient (PyPI 0.5 does this)
             }

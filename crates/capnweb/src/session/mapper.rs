@@ -118,7 +118,9 @@ impl<'a> Frame<'a> {
                 map(subject, &captures, &remap.instructions, self.ctx).await
             }
             .boxed(),
-            Expr::Export(_) | Expr::Promise(_) => ready(Err(exports_refused())).boxed(),
+            Expr::Export(_) | Expr::Promise(_) | Expr::Readable(_) | Expr::Writable(_) => {
+                ready(Err(exports_refused())).boxed()
+            }
             Expr::Unsupported(what) => {
                 ready(Err(RpcError::bad_request(format!("{what} not supported by this server")))).boxed()
             }
@@ -135,5 +137,5 @@ impl<'a> Frame<'a> {
 }
 
 fn exports_refused() -> RpcError {
-    RpcError::bad_request("a mapper function cannot refer to exports")
+    RpcError::bad_request("a mapper function cannot refer to exports or streams")
 }

@@ -16,6 +16,7 @@
 mod eval;
 mod inbound;
 mod mapper;
+mod pipe;
 mod promise;
 
 use std::collections::HashMap;
@@ -103,6 +104,8 @@ pub(crate) struct State {
     next_push_export: i64,
     next_cap_export: i64,
     pub(crate) imports: HashMap<i64, Import>,
+    /// Read ends of the pipes the peer opened, until a `["readable", id]` claims them.
+    pub(crate) pipe_readables: HashMap<i64, crate::value::ReadableStream>,
     next_outgoing_push: i64,
     running_calls: usize,
     outgoing_calls: usize,
@@ -128,6 +131,26 @@ pub(crate) enum Import {
     Promise(PromiseCell),
     /// One of our calls into the peer, awaiting its resolve/reject.
     Call(oneshot::Sender<RpcResult>),
+    /// One of our `stream` calls: like `Call`, but the peer drops its export itself once it
+    /// has answered, so we send no release.
+    StreamCall(oneshot::Sender<RpcResult>),
+}
+
+/// What encoding a message leaves to do once it is sent.
+pub(crate) enum Followup {
+    /// A pending part went out as `["promise", id]`: answer it when it settles.
+    Settle(i64, crate::value::Pending),
+    /// A stream went out as `["readable", id]`: write its chunks into that pipe.
+    Pump(RemoteCapability, crate::value::Chunks),
+}
+
+/// How a call into the peer goes out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CallStyle {
+    /// `push` + `pull`, and a `release` after the answer.
+    Push,
+    /// `stream`: pulled and released implicitly (writes to a stream, in order).
+    Stream,
 }
 
 impl Session {
@@ -149,6 +172,7 @@ impl Session {
                     next_push_export: 1,
                     next_cap_export: -1,
                     imports: HashMap::new(),
+                    pipe_readables: HashMap::new(),
                     next_outgoing_push: 1,
                     running_calls: 0,
                     outgoing_calls: 0,
@@ -304,7 +328,18 @@ impl Peer for Shared {
         path: Vec<PathKey>,
         args: Option<Vec<Value>>,
     ) -> futures::future::BoxFuture<'static, RpcResult> {
-        Box::pin(async move { self.call_peer(import_id, path, args).await })
+        Box::pin(async move { self.call_peer(import_id, path, args, CallStyle::Push).await })
+    }
+
+    fn call_streaming(
+        self: Arc<Self>,
+        import_id: i64,
+        method: &'static str,
+        args: Vec<Value>,
+    ) -> futures::future::BoxFuture<'static, RpcResult> {
+        Box::pin(
+            async move { self.call_peer(import_id, vec![PathKey::from(method)], Some(args), CallStyle::Stream).await },
+        )
     }
 
     fn spawn(&self, task: futures::future::BoxFuture<'static, ()>) {
@@ -353,6 +388,7 @@ impl Shared {
         target: i64,
         path: Vec<PathKey>,
         args: Option<Vec<Value>>,
+        style: CallStyle,
     ) -> RpcResult {
         if self.kind == TransportKind::HttpBatch {
             return Err(RpcError::internal("cannot call back into an HTTP batch client"));
@@ -363,7 +399,7 @@ impl Shared {
             None => None,
         };
         let (reply, answer) = oneshot::channel();
-        let mut promises = Vec::new();
+        let mut followups = Vec::new();
         let id = {
             let mut state = self.lock();
             if state.closed {
@@ -378,7 +414,7 @@ impl Shared {
                     let mut encoded = Vec::with_capacity(args.len());
                     for arg in &args {
                         encoded.push(
-                            self.encode(&mut state, arg, &mut promises)
+                            self.encode(&mut state, arg, &mut followups)
                                 .map_err(|e| RpcError::bad_request(format!("cannot send argument: {e}")))?,
                         );
                     }
@@ -392,14 +428,22 @@ impl Shared {
             };
             let id = state.next_outgoing_push;
             state.next_outgoing_push += 1;
-            state.imports.insert(id, Import::Call(reply));
             state.outgoing_calls += 1;
             // Sent while locked so no other push can slip between and take our id.
-            self.send(Message::Push(expr));
-            self.send(Message::Pull(id));
+            match style {
+                CallStyle::Push => {
+                    state.imports.insert(id, Import::Call(reply));
+                    self.send(Message::Push(expr));
+                    self.send(Message::Pull(id));
+                }
+                CallStyle::Stream => {
+                    state.imports.insert(id, Import::StreamCall(reply));
+                    self.send(Message::Stream(expr));
+                }
+            }
             id
         };
-        self.start_promises(promises);
+        self.start_followups(followups);
         match tokio::time::timeout(self.limits.call_timeout, answer).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_)) => Err(RpcError::session_closed()),
@@ -412,7 +456,7 @@ impl Shared {
                     }
                     removed
                 };
-                if forgotten.is_some() {
+                if forgotten.is_some() && style == CallStyle::Push {
                     self.send(Message::Release(id, 1));
                 }
                 Err(RpcError::canceled("the peer did not answer in time"))

@@ -37,10 +37,14 @@ pub(crate) enum Expr {
         path: Vec<PathKey>,
         args: Option<Vec<Expr>>,
     },
+    /// `["readable", id]`: the read end of the pipe the sender created as our export `id`.
+    Readable(i64),
+    /// `["writable", id]`: the sender's `WritableStream`, its export `id`.
+    Writable(i64),
     /// `["remap", id, path, captures, instructions]`: `.map()` over what the receiver's export
     /// `id` holds at `path` (see `session::mapper`).
     Remap(Box<Remap>),
-    /// A well-formed form this implementation does not support (streams, web platform values).
+    /// A well-formed form this implementation does not support (Blob, web platform values).
     Unsupported(&'static str),
 }
 
@@ -180,7 +184,11 @@ impl Decoder<'_> {
                 let instructions = instructions.iter().map(|i| self.expr(i, depth + 2)).collect::<Result<_, _>>()?;
                 Ok(Expr::Remap(Box::new(Remap { id, path, captures, instructions })))
             }
-            ("writable" | "readable", _) => Ok(Expr::Unsupported("streams")),
+            ("readable", [id]) => match parse_id(id) {
+                Some(id) if id > 0 => Ok(Expr::Readable(id)),
+                _ => Err(ProtocolError::malformed("a readable must name a pipe (a positive id)")),
+            },
+            ("writable", [id]) => Ok(Expr::Writable(self.peer_export_id(id)?)),
             ("blob", _) => Ok(Expr::Unsupported("Blob values")),
             ("url" | "headers" | "request" | "response", _) => Ok(Expr::Unsupported("web platform values")),
             (tag, _) => {
@@ -293,6 +301,8 @@ pub(crate) enum Exportable<'v> {
     Capability(&'v Capability),
     /// A pending value whose outcome is not known yet.
     Promise(&'v super::Pending),
+    /// A stream to send through a pipe.
+    Readable(&'v super::ReadableStream),
 }
 
 struct Encoder<'a, 'f> {
@@ -334,6 +344,10 @@ impl Encoder<'_, '_> {
                 Some(Ok(value)) => self.value(&value, depth)?,
                 _ => (self.export)(Exportable::Promise(pending))?,
             },
+            Value::Readable(stream) => (self.export)(Exportable::Readable(stream))?,
+            Value::Writable(_) => {
+                return Err(ProtocolError::Unsupported("a WritableStream cannot be sent on to another peer".into()));
+            }
         })
     }
 }

@@ -17,6 +17,7 @@ use crate::error::RpcError;
 
 mod codec;
 mod pending;
+mod stream;
 
 pub(crate) use codec::Exportable;
 use codec::number_to_value;
@@ -24,6 +25,8 @@ pub(crate) use codec::{Capture, Expr, Remap, decode_expr, encode_with, error_to_
 pub use codec::{check_expression, decode, encode};
 pub use pending::Pending;
 pub(crate) use pending::settle_all;
+pub(crate) use stream::already_read;
+pub use stream::{Chunks, ReadableStream, WritableStream};
 
 /// Integers up to this magnitude are exact in a JavaScript number; bigger ones travel as bigint.
 pub(crate) const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
@@ -55,6 +58,10 @@ pub enum Value {
     Capability(Capability),
     /// A part of a result still being computed; sent as `["promise", -n]` (see [`Pending`]).
     Pending(Pending),
+    /// A stream of values, sent through a pipe (see [`ReadableStream`]).
+    Readable(ReadableStream),
+    /// The peer's writable stream (see [`WritableStream`]).
+    Writable(WritableStream),
 }
 
 impl Value {
@@ -169,6 +176,8 @@ impl Value {
             Value::Error(_) => "error",
             Value::Capability(_) => "capability",
             Value::Pending(_) => "promise",
+            Value::Readable(_) => "ReadableStream",
+            Value::Writable(_) => "WritableStream",
         }
     }
 }

@@ -8,7 +8,10 @@ pub mod gateway;
 use std::sync::Arc;
 use std::time::Duration;
 
-use capnweb::{CallContext, Capability, Limits, Outbox, Outgoing, RpcError, RpcResult, RpcTarget, Session, Value};
+use capnweb::{
+    CallContext, Capability, Limits, Outbox, Outgoing, ReadableStream, RpcError, RpcResult, RpcTarget, Session, Value,
+};
+use futures::StreamExt as _;
 use futures::future::BoxFuture;
 
 pub fn gateway() -> Arc<dyn RpcTarget> {
@@ -96,6 +99,29 @@ impl RpcTarget for Lab {
                     });
                     Ok(Value::object([("now", now), ("later", later)]))
                 }
+                // Streams: read one whole, make one (0..n, then an error when asked), write
+                // into the peer's.
+                "collect" => match args.first() {
+                    Some(Value::Readable(stream)) => Ok(Value::Array(stream.collect().await?)),
+                    _ => Err(RpcError::bad_request("expected a ReadableStream")),
+                },
+                "countTo" => {
+                    let n = args.first().and_then(Value::as_i64).unwrap_or(3);
+                    let fail = args.get(1).and_then(Value::as_bool).unwrap_or(false);
+                    let numbers = futures::stream::iter((0..n).map(|i| Ok(Value::Int(i))));
+                    let end = futures::stream::iter(fail.then(|| Err(RpcError::new("RangeError", "ran out"))));
+                    Ok(Value::Readable(ReadableStream::new(numbers.chain(end))))
+                }
+                "writeTo" => {
+                    let Some(Value::Writable(out)) = args.first() else {
+                        return Err(RpcError::bad_request("expected a WritableStream"));
+                    };
+                    for i in 0..args.get(1).and_then(Value::as_i64).unwrap_or(2) {
+                        out.write(format!("line {i}").into()).await?;
+                    }
+                    out.close().await?;
+                    Ok("done".into())
+                }
                 "fail" => Err(RpcError::permission_denied("nope")),
                 "panic" => panic!("deliberate panic in a test method"),
                 "transport" => Ok(format!("{:?}", ctx.transport()).into()),
@@ -133,6 +159,11 @@ impl Wire {
 
     pub fn with_limits(main: Arc<dyn RpcTarget>, limits: Limits) -> Self {
         let (session, outbox) = Session::new(Capability::Local(main), capnweb::TransportKind::WebSocket, limits);
+        Wire { session, outbox }
+    }
+
+    pub fn with_transport(main: Arc<dyn RpcTarget>, transport: capnweb::TransportKind) -> Self {
+        let (session, outbox) = Session::new(Capability::Local(main), transport, Limits::default());
         Wire { session, outbox }
     }
 

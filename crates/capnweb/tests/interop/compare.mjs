@@ -1,7 +1,7 @@
 // Side by side: the npm `capnweb` client runs the same scenarios against the reference server
 // (target.mjs) and the Rust `interop_target`, over WebSocket and HTTP batch, and compares
 //   1. what the application sees (values, error names and messages), and
-//   2. the answers on the wire: every resolve/reject/abort the server sent, with the
+//   2. the answers on the wire: every resolve/reject/abort the server sent, by id, with the
 //      reference's `["promise", -n]` indirections replaced by what they resolved to and export
 //      ids renumbered by first appearance (the two servers number their exports differently).
 // Usage: node compare.mjs REFERENCE_URL RUST_URL   — exits non-zero on any difference.
@@ -28,6 +28,8 @@ const OVER_SIZE = "x".repeat(5 * 1024 * 1024); // above both servers' 4 MiB mess
 // `webSocketOnly`: the server calls back into the client, which an HTTP batch cannot serve.
 // `promisesAsSent`: on the wire, compare the `["promise", -n]` forms themselves too, not only
 // what they resolved to (ids renumbered by first appearance).
+// `streamsAsSent`: compare every message the server sent, in order (pipes, stream writes,
+// releases).
 // `onlyWhetherRejected`: compare only which calls fail, not their errors nor the wire (the two
 // servers word limit errors differently, and over HTTP batch the reference's handler throws
 // instead of answering; see the crate README).
@@ -63,6 +65,29 @@ const scenarios = [
     const registered = await api.registerCallback(new Listener());
     return [registered, await api.triggerCallback()];
   }, { webSocketOnly: true }],
+  ["a stream from the server", async (api) => {
+    const chunks = [];
+    for await (const chunk of await api.countTo(3)) chunks.push(chunk);
+    return [chunks];
+  }, { webSocketOnly: true, streamsAsSent: true }],
+  ["a stream from the server that fails", async (api) => {
+    const read = (async () => {
+      for await (const chunk of await api.countTo(2, true)) void chunk;
+    })();
+    // Only the error: how many chunks the reader got first is a race in both (an abort
+    // discards what the client's stream had queued but not yet handed out).
+    return [read];
+  }, { webSocketOnly: true }],
+  ["a stream to the server", (api) => {
+    let k = 0;
+    const numbers = new ReadableStream({ pull(c) { if (k < 4) c.enqueue(++k); else c.close(); } });
+    return [api.sumStream(numbers)];
+  }, { webSocketOnly: true }],
+  ["the client's WritableStream written by the server", async (api) => {
+    const lines = [];
+    const done = await api.writeLines(new WritableStream({ write(line) { lines.push(line); } }), 3);
+    return [done, lines];
+  }, { webSocketOnly: true, streamsAsSent: true }],
   ["an over-size message ends the session", (api) => [api.echo(OVER_SIZE).then((v) => v.length), api.greet("after")], { onlyWhetherRejected: true }],
 ];
 
@@ -115,6 +140,11 @@ function answersAsSent(received) {
   return ordered.map(([kind, id, expr]) => (kind === "abort" ? ["abort"] : [kind, id < 0 ? renumberId(id) : id, walk(stripStack(expr))]));
 }
 
+// Everything the server sent, in order: pipes, stream writes, answers and releases.
+function everythingSent(received) {
+  return received.map((message) => (message[0] === "reject" ? [message[0], message[1], stripStack(message[2])] : message));
+}
+
 function normaliseAnswers(received) {
   const promises = new Map();
   for (const [kind, id, expr] of received) {
@@ -129,6 +159,8 @@ function normaliseAnswers(received) {
     const value = substitute(expr, promises, failures);
     answers.push(kind === "reject" ? ["reject", id, stripStack(value)] : failures.length ? ["reject", id, failures[0]] : ["resolve", id, value]);
   }
+  // Keyed by id: which of two calls finishes first is not something a peer promises.
+  answers.sort((a, b) => (a[0] === "abort") - (b[0] === "abort") || a[1] - b[1]);
   const exportIds = new Map();
   return renumber(answers, exportIds);
 }
@@ -187,7 +219,7 @@ async function overWebSocket(url, scenario) {
   try {
     const seen = await outcomes(await scenario(api));
     await new Promise((resolve) => setTimeout(resolve, 50)); // late promise resolutions
-    return { seen, wire: normaliseAnswers(received), sent: answersAsSent(received) };
+    return { seen, wire: normaliseAnswers(received), sent: answersAsSent(received), all: everythingSent(received) };
   } finally {
     api[Symbol.dispose]?.();
     ws.close();
@@ -231,7 +263,7 @@ for (const [transportName, run, isWebSocket] of transports) {
     const rust = await run(rustBase, scenario);
     const view = options.onlyWhetherRejected ? (seen) => seen.map((s) => s.startsWith("rejected")) : (seen) => seen;
     const seenSame = JSON.stringify(view(reference.seen)) === JSON.stringify(view(rust.seen));
-    const wire = options.promisesAsSent ? "sent" : "wire";
+    const wire = options.streamsAsSent ? "all" : options.promisesAsSent ? "sent" : "wire";
     const wireSame = options.onlyWhetherRejected || JSON.stringify(reference[wire]) === JSON.stringify(rust[wire]);
     compared++;
     if (seenSame && wireSame) {

@@ -64,6 +64,29 @@ class TestTarget extends RpcTarget {
   }
   greet(name) { return `Hello, ${name}!`; }
   getList() { return [1, 2, 3, 4, 5]; }
+  // Streams (not in the reference's own TestTarget): one made here, one read here, and the
+  // client's WritableStream written here.
+  countTo(n, failAtEnd = false) {
+    let i = 0;
+    return new ReadableStream({
+      pull(controller) {
+        if (i < n) controller.enqueue({ i: i++ });
+        else if (failAtEnd) controller.error(new RangeError("ran out"));
+        else controller.close();
+      },
+    });
+  }
+  async sumStream(readable) {
+    let total = 0;
+    for await (const chunk of readable) total += chunk;
+    return total;
+  }
+  async writeLines(writable, n) {
+    const writer = writable.getWriter();
+    for (let i = 0; i < n; i++) await writer.write(`line ${i}`);
+    await writer.close();
+    return "done";
+  }
   registerCallback(callback) {
     this.#callback = callback.dup();
     return "registered";
