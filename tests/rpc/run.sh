@@ -33,7 +33,7 @@ port=$(free_port_base)
 # The two walkthroughs sign in 11 times within seconds from one address: more than the default
 # sign-in burst (10 per address), which is there against password guessing and is tested in
 # crates/gateway/tests/rpc.rs. Interop is what this run checks, so that limit is raised here.
-AUTH_RATE_LIMIT=600 AUTH_RATE_LIMIT_BURST=100 PORT=$port USERS_PORT=$((port + 1)) ORDERS_PORT=$((port + 2)) CATALOG_PORT=$((port + 3)) DATA_DIR="$work/data" \
+AUTH_RATE_LIMIT=600 AUTH_RATE_LIMIT_BURST=100 RPC_WATCH_INTERVAL=100ms PORT=$port USERS_PORT=$((port + 1)) ORDERS_PORT=$((port + 2)) CATALOG_PORT=$((port + 3)) DATA_DIR="$work/data" \
     LOG_FORMAT=json LOG_LEVEL=warn "$ORDERMESH_BIN" up >"$work/ordermesh.log" 2>&1 &
 pid=$!
 base="http://127.0.0.1:$port"

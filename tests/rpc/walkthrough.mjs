@@ -54,8 +54,15 @@ async function overWebSocket() {
   await rejects("bob's cancel is refused", api.cancelOrder(user, order.orderId), "You don't have permission to cancel orders");
   await rejects("bad password", api.login("bob", "wrong"), "Invalid username or password");
 
+  // A streamed feed of the order's status: now, then the cancellation, then its end.
+  const feed = (await api.watchOrder(user, order.orderId)).getReader();
+  same("watchOrder: the status now", (await feed.read()).value, { orderId: order.orderId, status: "pending" });
+  await rejects("bob may not watch every order", api.watchOrders(user), "Only administrators watch every order");
+
   const alice = await api.getUserByToken((await api.login("alice", "alice123")).token);
   same("alice cancels", await api.cancelOrder(alice, order.orderId), { orderId: order.orderId, status: "cancelled" });
+  same("watchOrder: the cancellation", (await feed.read()).value, { orderId: order.orderId, status: "cancelled" });
+  same("watchOrder: then the feed ends", (await feed.read()).done, true);
   same("bob sees it cancelled", (await api.listOrders(user)).find((o) => o.orderId === order.orderId)?.status, "cancelled");
   const users = await api.listUsers(alice);
   check("alice lists users", users.length >= 3, JSON.stringify(users));

@@ -99,6 +99,9 @@ pub struct Config {
     pub tls: Option<TlsSettings>,
     /// `HTTP_REDIRECT_PORT`: with TLS on, a plain-HTTP port that sends every request to HTTPS.
     pub http_redirect_port: Option<u16>,
+    /// How often the Cap'n Web order feeds (`watchOrder`, `watchOrders`) look at the orders
+    /// service for changes (`RPC_WATCH_INTERVAL`, default 1 s).
+    pub rpc_watch_interval: Duration,
 }
 
 fn quota(
@@ -205,6 +208,11 @@ impl Config {
         if http_redirect_port.is_some() && tls.is_none() {
             return Err(s.invalid(&["HTTP_REDIRECT_PORT"], "redirects to HTTPS need TLS_CERT_FILE and TLS_KEY_FILE"));
         }
+        let rpc_watch_interval =
+            s.duration_or(&["RPC_WATCH_INTERVAL"], Duration::from_millis(1), Duration::from_secs(1))?;
+        if rpc_watch_interval < Duration::from_millis(10) {
+            return Err(s.invalid(&["RPC_WATCH_INTERVAL"], "must be at least 10ms"));
+        }
         Ok(Config {
             upload_limit,
             tls,
@@ -228,6 +236,7 @@ impl Config {
                 Duration::from_millis(1),
                 Duration::from_secs(1),
             )?,
+            rpc_watch_interval,
         })
     }
 }
@@ -238,6 +247,17 @@ mod tests {
 
     fn localhost() -> IpAddr {
         IpAddr::from([127, 0, 0, 1])
+    }
+
+    #[test]
+    fn the_order_feeds_look_no_more_often_than_every_10ms() {
+        let config =
+            |value: &str| Config::from_settings(&Settings::from_pairs([("RPC_WATCH_INTERVAL", value)]), localhost(), 0);
+        assert_eq!(config("250ms").unwrap().rpc_watch_interval, Duration::from_millis(250));
+        let c = Config::from_settings(&Settings::from_pairs([("UNUSED", "1")]), localhost(), 0).unwrap();
+        assert_eq!(c.rpc_watch_interval, Duration::from_secs(1));
+        let refused = config("0").unwrap_err().to_string();
+        assert!(refused.contains("RPC_WATCH_INTERVAL") && refused.contains("at least 10ms"), "{refused}");
     }
 
     #[test]

@@ -105,6 +105,7 @@ impl AppState {
             users: self.upstream_client(Service::Users),
             orders: self.upstream_client(Service::Orders),
             edge: self.edge.clone(),
+            watch_interval: self.config.rpc_watch_interval,
         }
     }
 

@@ -262,3 +262,52 @@ async fn the_calls_of_one_http_batch_share_one_look_up_of_their_token() {
     assert_eq!(profile_reads(&services).await - before, 1, "one profile read for the whole batch");
     services.finish().await;
 }
+
+/// The next chunk of a feed, failing the test after a few seconds of silence.
+async fn next_chunk(chunks: &mut capnweb::Chunks) -> Option<capnweb::RpcResult> {
+    use futures::StreamExt as _;
+    tokio::time::timeout(std::time::Duration::from_secs(5), chunks.next()).await.expect("the feed went quiet")
+}
+
+#[tokio::test]
+async fn order_feeds_stream_status_changes_to_the_owner_and_every_order_to_an_administrator() {
+    let services = Services::start(&|s| s).await;
+    let gw = gateway(services.settings().with("RPC_WATCH_INTERVAL", "50ms")).await;
+    let conn = client::connect(&format!("ws://{}/rpc/ws", gw.addr)).await.unwrap();
+    let api = conn.main();
+    let user_of = |name: &'static str, password: &'static str| {
+        let api = api.clone();
+        async move {
+            let login = api.call("login", vec![s(name), s(password)]).await.unwrap();
+            api.call("getUserByToken", vec![login.get("token").cloned().unwrap()]).await.unwrap()
+        }
+    };
+    let (bob, alice) = (user_of("bob", "bob123").await, user_of("alice", "alice123").await);
+    let stream_of = |value: Value| match value {
+        Value::Readable(stream) => stream.take().expect("a fresh stream"),
+        other => panic!("expected a ReadableStream, got {other:?}"),
+    };
+
+    // The administrator's feed starts before the order exists; bob's may only be his own.
+    let refused = api.call("watchOrders", vec![bob.clone()]).await.unwrap_err();
+    assert_eq!(refused.kind, "permission_denied");
+    let mut everything = stream_of(api.call("watchOrders", vec![alice.clone()]).await.unwrap());
+    let order = api.call("createOrder", vec![bob.clone(), seed_items()]).await.unwrap();
+    let id = order.get("orderId").cloned().unwrap();
+
+    // (Feeds look every 50 ms here: each change is waited for before the next is made.)
+    let placed = next_chunk(&mut everything).await.unwrap().unwrap();
+    assert_eq!((placed.get("orderId"), placed.get("status")), (Some(&id), Some(&s("pending"))));
+
+    let mut mine = stream_of(api.call("watchOrder", vec![bob.clone(), id.clone()]).await.unwrap());
+    let status = |chunk: Option<capnweb::RpcResult>| chunk.expect("a chunk").expect("no error").get("status").cloned();
+    assert_eq!(status(next_chunk(&mut mine).await), Some(s("pending")), "the status now, at once");
+    api.call("cancelOrder", vec![alice.clone(), id.clone()]).await.unwrap();
+    assert_eq!(status(next_chunk(&mut mine).await), Some(s("cancelled")));
+    assert!(next_chunk(&mut mine).await.is_none(), "a cancelled order's feed ends");
+    let cancelled = next_chunk(&mut everything).await.unwrap().unwrap();
+    assert_eq!((cancelled.get("orderId"), cancelled.get("status")), (Some(&id), Some(&s("cancelled"))));
+
+    let missing = api.call("watchOrder", vec![bob.clone(), s("00000000-0000-0000-0000-000000000000")]).await;
+    assert_eq!(missing.unwrap_err().kind, "not_found");
+}

@@ -32,6 +32,8 @@ use serde_json::json;
 
 use crate::edge::Edge;
 
+mod watch;
+
 /// The method a User capability answers with its session secret (see the module docs).
 pub const SEAL_METHOD: &str = "$seal";
 
@@ -43,6 +45,8 @@ pub struct ShopBackend {
     /// The REST edge: its token verifier, and its rate limits, which every call counts against
     /// too (a WebSocket must not be a way around them, least of all for guessing passwords).
     pub edge: Arc<Edge>,
+    /// How often the order feeds look for changes.
+    pub watch_interval: std::time::Duration,
 }
 
 /// The main object of one RPC session.
@@ -258,12 +262,7 @@ impl Shop {
     }
 
     async fn get_order(&self, user: &UserCap, order_id: &str) -> Result<Value, RpcError> {
-        let path = format!("/orders/{}", urlencode(order_id));
-        let order: Order =
-            self.backend.orders.get_json(&path, Some(&user.token)).await.map_err(|e| match e.status() {
-                Some(StatusCode::NOT_FOUND) => RpcError::not_found(format!("Order '{order_id}' not found")),
-                _ => rpc_error(e),
-            })?;
+        let order = fetch_order(&self.backend.orders, user, order_id).await?;
         let items = Value::from_serde(&order.items)?;
         Ok(Value::object([
             ("orderId", Value::String(order.id)),
@@ -319,6 +318,15 @@ impl Shop {
     }
 }
 
+/// One order, as `user` may see it (their own, or any for an administrator).
+async fn fetch_order(orders: &UpstreamClient, user: &UserCap, order_id: &str) -> Result<Order, RpcError> {
+    let path = format!("/orders/{}", urlencode(order_id));
+    orders.get_json(&path, Some(&user.token)).await.map_err(|e| match e.status() {
+        Some(StatusCode::NOT_FOUND) => RpcError::not_found(format!("Order '{order_id}' not found")),
+        _ => rpc_error(e),
+    })
+}
+
 fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -361,6 +369,18 @@ impl RpcTarget for Shop {
                 "cancelOrder" => {
                     let user = self.caller(args.first()).await?;
                     self.cancel_order(&user, string_arg(&args, 1, "orderId")?).await
+                }
+                "watchOrder" => {
+                    let user = self.caller(args.first()).await?;
+                    let order = fetch_order(&self.backend.orders, &user, string_arg(&args, 1, "orderId")?).await?;
+                    Ok(Value::Readable(watch::order_status(&self.backend, user, order)))
+                }
+                "watchOrders" => {
+                    let user = self.caller(args.first()).await?;
+                    if !user.principal.has(Permission::OrderManage) {
+                        return Err(RpcError::permission_denied("Only administrators watch every order"));
+                    }
+                    Ok(Value::Readable(watch::every_order(&self.backend, user).await?))
                 }
                 other => Err(RpcError::method_not_found(other)),
             }
