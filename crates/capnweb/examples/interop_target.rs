@@ -19,6 +19,11 @@ use capnweb::{CallContext, Capability, Limits, ReadableStream, RpcError, RpcResu
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
 
+const USERS: [&str; 3] = ["alice", "bob", "charlie"];
+const ORDERS: [(&str, f64, &str); 3] =
+    [("order1", 1059.97, "pending"), ("order2", 29.99, "shipped"), ("order3", 1000.0, "cancelled")];
+const STATUSES: [&str; 4] = ["pending", "confirmed", "shipped", "delivered"];
+
 /// `slowMethod` waits at most this long, so a client cannot park the server's tasks for ever.
 const LONGEST_SLOW_METHOD: Duration = Duration::from_secs(60);
 
@@ -95,6 +100,41 @@ impl RpcTarget for TestTarget {
                 }
                 "greet" => Ok(Value::String(format!("Hello, {}!", js_string(&arg(0))))),
                 "getList" => Ok(Value::Array((1..=5).map(Value::Int).collect())),
+                // The shop's shapes (not in the reference's own TestTarget), for .map() and a
+                // feed.
+                "listUsers" => Ok(Value::Array(
+                    USERS
+                        .iter()
+                        .enumerate()
+                        .map(|(i, name)| {
+                            let role = if i == 0 { "admin" } else { "user" };
+                            Value::object([
+                                ("id", Value::String(format!("user{}", i + 1))),
+                                ("username", (*name).into()),
+                                ("role", role.into()),
+                            ])
+                        })
+                        .collect(),
+                )),
+                "listOrders" => Ok(Value::Array(
+                    ORDERS
+                        .iter()
+                        .map(|(id, total, status)| {
+                            Value::object([
+                                ("orderId", (*id).into()),
+                                ("total", Value::Float(*total)),
+                                ("status", (*status).into()),
+                            ])
+                        })
+                        .collect(),
+                )),
+                "watchOrder" => {
+                    let id = arg(0);
+                    let statuses = STATUSES
+                        .iter()
+                        .map(move |status| Ok(Value::object([("orderId", id.clone()), ("status", (*status).into())])));
+                    Ok(Value::Readable(ReadableStream::new(futures::stream::iter(statuses))))
+                }
                 // Streams (not in the reference's own TestTarget): one made here, one read
                 // here, and the client's WritableStream written here.
                 "countTo" => {

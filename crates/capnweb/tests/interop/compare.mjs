@@ -25,7 +25,8 @@ class Listener extends RpcTarget {
 const OVER_SIZE = "x".repeat(5 * 1024 * 1024); // above both servers' 4 MiB message limit
 
 // Each scenario is written pipelined (no await between calls) so it also runs as one HTTP batch.
-// `webSocketOnly`: the server calls back into the client, which an HTTP batch cannot serve.
+// `webSocketOnly`: the server calls back into the client, or writes a stream into it, which an
+// HTTP batch cannot serve (`batchOnly`: the opposite).
 // `promisesAsSent`: on the wire, compare the `["promise", -n]` forms themselves too, not only
 // what they resolved to (ids renumbered by first appearance).
 // `streamsAsSent`: compare every message the server sent, in order (pipes, stream writes,
@@ -55,6 +56,8 @@ const scenarios = [
   ["a result holding a running call", (api) => [api.callSquare(api, 7)], { promisesAsSent: true }],
   ["map over a list, calling a capture", (api) => [api.getList().map((x) => api.square(x))]],
   ["map into objects", (api) => [api.getList().map((x) => ({ value: x, square: api.square(x), list: [x, api.add(x, 1)] }))]],
+  ["listUsers().map(u => u.username)", (api) => [api.listUsers().map((u) => u.username)]],
+  ["listOrders().map(o => ({ id, total }))", (api) => [api.listOrders().map((o) => ({ id: o.orderId, total: o.total }))]],
   ["map of a property", (api) => [api.echo([{ username: "bob" }, { username: "alice" }]).map((u) => u.username)]],
   ["map of a single capability", (api) => [api.makeCounter(1).map((c) => c.increment(2))]],
   ["map of null", (api) => [api.returnNull().map((x) => api.square(x))]],
@@ -70,6 +73,16 @@ const scenarios = [
     for await (const chunk of await api.countTo(3)) chunks.push(chunk);
     return [chunks];
   }, { webSocketOnly: true, streamsAsSent: true }],
+  ["a streamed order status feed", async (api) => {
+    const statuses = [];
+    for await (const change of await api.watchOrder("order1")) statuses.push(change);
+    return [statuses];
+  }, { webSocketOnly: true, streamsAsSent: true }],
+  // The reference answers with a stream whose reading fails once the batch is over; we refuse
+  // the call.
+  ["reading a stream over HTTP batch fails", (api) => [(async () => {
+    for await (const change of await api.watchOrder("order1")) void change;
+  })()], { batchOnly: true, onlyWhetherRejected: true }],
   ["a stream from the server that fails", async (api) => {
     const read = (async () => {
       for await (const chunk of await api.countTo(2, true)) void chunk;
@@ -258,7 +271,7 @@ let compared = 0;
 for (const [transportName, run, isWebSocket] of transports) {
   console.log(`--- ${transportName}`);
   for (const [name, scenario, options = {}] of scenarios) {
-    if (options.webSocketOnly && !isWebSocket) continue;
+    if ((options.webSocketOnly && !isWebSocket) || (options.batchOnly && isWebSocket)) continue;
     const reference = await run(referenceBase, scenario);
     const rust = await run(rustBase, scenario);
     const view = options.onlyWhetherRejected ? (seen) => seen.map((s) => s.startsWith("rejected")) : (seen) => seen;

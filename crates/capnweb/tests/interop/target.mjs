@@ -12,6 +12,10 @@ globalThis.WebSocket ??= WebSocket;
 // over-size message is refused by both; the reference's own default is 32 Mi code units.
 const options = { limits: { maxMessageSize: 4 * 1024 * 1024 } };
 
+const USERS = ["alice", "bob", "charlie"];
+const ORDERS = [["order1", 1059.97, "pending"], ["order2", 29.99, "shipped"], ["order3", 1000, "cancelled"]];
+const STATUSES = ["pending", "confirmed", "shipped", "delivered"];
+
 class Counter extends RpcTarget {
   #count;
   constructor(start = 0) {
@@ -64,6 +68,22 @@ class TestTarget extends RpcTarget {
   }
   greet(name) { return `Hello, ${name}!`; }
   getList() { return [1, 2, 3, 4, 5]; }
+  // The shop's shapes (not in the reference's own TestTarget), for .map() and a feed.
+  listUsers() {
+    return USERS.map((username, i) => ({ id: `user${i + 1}`, username, role: i === 0 ? "admin" : "user" }));
+  }
+  listOrders() {
+    return ORDERS.map(([orderId, total, status]) => ({ orderId, total, status }));
+  }
+  watchOrder(orderId) {
+    let next = 0;
+    return new ReadableStream({
+      pull(controller) {
+        if (next < STATUSES.length) controller.enqueue({ orderId, status: STATUSES[next++] });
+        else controller.close();
+      },
+    });
+  }
   // Streams (not in the reference's own TestTarget): one made here, one read here, and the
   // client's WritableStream written here.
   countTo(n, failAtEnd = false) {
