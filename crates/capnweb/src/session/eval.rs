@@ -10,7 +10,7 @@ use super::promise::PromiseCell;
 use super::{ExportKind, Import, Shared, State};
 use crate::capability::{CallContext, Capability, RemoteCapability, RpcResult, apply};
 use crate::error::{ProtocolError, RpcError};
-use crate::value::{Capture, Expr, PathKey, Remap, Value, WritableStream};
+use crate::value::{Capture, Expr, PathKey, Remap, Value, WebKind, WritableStream};
 
 /// An expression whose references are resolved to table entries.
 pub(crate) enum Bound {
@@ -25,6 +25,11 @@ pub(crate) enum Bound {
         subject: Box<Bound>,
         captures: Vec<Bound>,
         instructions: Vec<Expr>,
+    },
+    /// A web platform value made once its body is evaluated.
+    Web {
+        kind: WebKind,
+        body: Box<Bound>,
     },
     /// A property path and optional call on one of our exports.
     Apply {
@@ -48,8 +53,9 @@ impl Binder<'_> {
     pub(crate) fn bind(&mut self, expr: Expr) -> Result<Bound, ProtocolError> {
         Ok(match expr {
             Expr::Literal(value) => Bound::Ready(value),
-            Expr::Unsupported(what) => {
-                Bound::Fail(RpcError::bad_request(format!("{what} not supported by this server")))
+            Expr::Web(web) => {
+                let (kind, body) = *web;
+                Bound::Web { kind, body: Box::new(self.bind(body)?) }
             }
             Expr::Array(items) => {
                 let items = items.into_iter().map(|e| self.bind(e)).collect::<Result<Vec<_>, _>>()?;
@@ -196,6 +202,7 @@ pub(crate) fn eval(bound: Bound, ctx: CallContext) -> BoxFuture<'static, RpcResu
             map(subject, &values, &instructions, &ctx).await
         }
         .boxed(),
+        Bound::Web { kind, body } => async move { kind.finish(eval(*body, ctx).await?).await }.boxed(),
         Bound::Apply { base, path, args } => async move {
             let base = match base {
                 Base::Value(value) => value,

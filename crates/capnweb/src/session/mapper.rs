@@ -121,9 +121,7 @@ impl<'a> Frame<'a> {
             Expr::Export(_) | Expr::Promise(_) | Expr::Readable(_) | Expr::Writable(_) => {
                 ready(Err(exports_refused())).boxed()
             }
-            Expr::Unsupported(what) => {
-                ready(Err(RpcError::bad_request(format!("{what} not supported by this server")))).boxed()
-            }
+            Expr::Web(_) => ready(Err(exports_refused())).boxed(),
         }
     }
 

@@ -4,7 +4,7 @@ use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde_json::Value as Json;
 
-use super::{MAX_SAFE_INTEGER, PathKey, Value};
+use super::{MAX_SAFE_INTEGER, PathKey, Value, WebKind};
 use crate::capability::Capability;
 use crate::error::{ProtocolError, RpcError};
 use crate::limits::Limits;
@@ -44,8 +44,9 @@ pub(crate) enum Expr {
     /// `["remap", id, path, captures, instructions]`: `.map()` over what the receiver's export
     /// `id` holds at `path` (see `session::mapper`).
     Remap(Box<Remap>),
-    /// A well-formed form this implementation does not support (Blob, web platform values).
-    Unsupported(&'static str),
+    /// A web platform value around an expression (a Blob's stream, a Request's or Response's
+    /// body).
+    Web(Box<(WebKind, Expr)>),
 }
 
 /// The body of a `remap`. Inside `instructions` ids name the mapper's own variables, not
@@ -189,8 +190,24 @@ impl Decoder<'_> {
                 _ => Err(ProtocolError::malformed("a readable must name a pipe (a positive id)")),
             },
             ("writable", [id]) => Ok(Expr::Writable(self.peer_export_id(id)?)),
-            ("blob", _) => Ok(Expr::Unsupported("Blob values")),
-            ("url" | "headers" | "request" | "response", _) => Ok(Expr::Unsupported("web platform values")),
+            ("url", [Json::String(href)]) => literal(Value::Url(self.string(href)?.to_owned())),
+            ("headers", [Json::Array(pairs)]) => literal(Value::Headers(self.header_pairs(pairs)?)),
+            ("blob", [Json::String(mime), body]) => {
+                let kind =
+                    WebKind::Blob { mime: self.string(mime)?.to_owned(), max_bytes: self.limits.max_message_bytes };
+                Ok(Expr::Web(Box::new((kind, self.expr(body, depth + 1)?))))
+            }
+            ("request", [Json::String(url), Json::Object(init)]) => {
+                let mut init = init.clone();
+                let body = match init.remove("body") {
+                    Some(body) => self.expr(&body, depth + 2)?,
+                    None => Expr::Literal(Value::Undefined),
+                };
+                Ok(web(WebKind::Request { url: self.string(url)?.to_owned(), init }, body))
+            }
+            ("response", [body, Json::Object(init)]) => {
+                Ok(web(WebKind::Response { init: init.clone() }, self.expr(body, depth + 1)?))
+            }
             (tag, _) => {
                 Err(ProtocolError::malformed(format!("unknown expression tag or wrong arity: '{}'", truncate(tag, 40))))
             }
@@ -205,6 +222,18 @@ impl Decoder<'_> {
             Some([Json::String(tag), id]) if tag == "export" => Ok(Capture::Export(self.peer_export_id(id)?)),
             _ => Err(ProtocolError::malformed("a map capture must be [\"import\", id] or [\"export\", id]")),
         }
+    }
+
+    fn header_pairs(&self, pairs: &[Json]) -> Result<Vec<(String, String)>, ProtocolError> {
+        pairs
+            .iter()
+            .map(|pair| match pair.as_array().map(Vec::as_slice) {
+                Some([Json::String(name), Json::String(value)]) => {
+                    Ok((self.string(name)?.to_owned(), self.string(value)?.to_owned()))
+                }
+                _ => Err(ProtocolError::malformed("headers must be [name, value] pairs of strings")),
+            })
+            .collect()
     }
 
     fn bigint(&self, digits: &str) -> Result<String, ProtocolError> {
@@ -240,6 +269,19 @@ impl Decoder<'_> {
                 _ => Err(ProtocolError::malformed("path keys must be strings or integers")),
             })
             .collect()
+    }
+}
+
+/// A request or response whose body is known already is a plain value.
+fn web(kind: WebKind, body: Expr) -> Expr {
+    match (kind, body) {
+        (WebKind::Request { url, init }, Expr::Literal(body)) => {
+            Expr::Literal(Value::Request(Box::new(super::Request { url, init, body })))
+        }
+        (WebKind::Response { init }, Expr::Literal(body)) => {
+            Expr::Literal(Value::Response(Box::new(super::Response { body, init })))
+        }
+        (kind, body) => Expr::Web(Box::new((kind, body))),
     }
 }
 
@@ -345,6 +387,26 @@ impl Encoder<'_, '_> {
                 _ => (self.export)(Exportable::Promise(pending))?,
             },
             Value::Readable(stream) => (self.export)(Exportable::Readable(stream))?,
+            Value::Url(href) => serde_json::json!(["url", href]),
+            Value::Headers(pairs) => {
+                serde_json::json!(["headers", pairs.iter().map(|(n, v)| [n, v]).collect::<Vec<_>>()])
+            }
+            Value::Blob(blob) => {
+                // Its bytes go through a pipe, as the reference sends every Blob.
+                let bytes = Ok(Value::Bytes(blob.bytes.clone()));
+                let contents = super::ReadableStream::new(futures::stream::iter([bytes]));
+                serde_json::json!(["blob", blob.mime, (self.export)(Exportable::Readable(&contents))?])
+            }
+            Value::Request(request) => {
+                let mut init = request.init.clone();
+                if !request.body.is_undefined() {
+                    init.insert("body".into(), self.value(&request.body, depth + 2)?);
+                }
+                serde_json::json!(["request", request.url, init])
+            }
+            Value::Response(response) => {
+                serde_json::json!(["response", self.value(&response.body, depth + 1)?, response.init])
+            }
             Value::Writable(_) => {
                 return Err(ProtocolError::Unsupported("a WritableStream cannot be sent on to another peer".into()));
             }

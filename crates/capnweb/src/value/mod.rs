@@ -18,6 +18,7 @@ use crate::error::RpcError;
 mod codec;
 mod pending;
 mod stream;
+mod web;
 
 pub(crate) use codec::Exportable;
 use codec::number_to_value;
@@ -27,6 +28,8 @@ pub use pending::Pending;
 pub(crate) use pending::settle_all;
 pub(crate) use stream::already_read;
 pub use stream::{Chunks, ReadableStream, WritableStream};
+pub(crate) use web::WebKind;
+pub use web::{Blob, Request, Response};
 
 /// Integers up to this magnitude are exact in a JavaScript number; bigger ones travel as bigint.
 pub(crate) const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
@@ -62,6 +65,13 @@ pub enum Value {
     Readable(ReadableStream),
     /// The peer's writable stream (see [`WritableStream`]).
     Writable(WritableStream),
+    /// A `URL`, as its `href`.
+    Url(String),
+    /// A fetch `Headers`, as `[name, value]` pairs (names lower-case, as the sender gave them).
+    Headers(Vec<(String, String)>),
+    Blob(Blob),
+    Request(Box<Request>),
+    Response(Box<Response>),
 }
 
 impl Value {
@@ -178,6 +188,11 @@ impl Value {
             Value::Pending(_) => "promise",
             Value::Readable(_) => "ReadableStream",
             Value::Writable(_) => "WritableStream",
+            Value::Url(_) => "URL",
+            Value::Headers(_) => "Headers",
+            Value::Blob(_) => "Blob",
+            Value::Request(_) => "Request",
+            Value::Response(_) => "Response",
         }
     }
 }
@@ -200,6 +215,9 @@ impl PartialEq for Value {
             (Object(a), Object(b)) => a == b,
             (Error(a), Error(b)) => a == b,
             (Capability(a), Capability(b)) => a.same_as(b),
+            (Url(a), Url(b)) => a == b,
+            (Headers(a), Headers(b)) => a == b,
+            (Blob(a), Blob(b)) => a == b,
             _ => false,
         }
     }

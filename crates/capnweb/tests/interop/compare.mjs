@@ -101,6 +101,14 @@ const scenarios = [
     const done = await api.writeLines(new WritableStream({ write(line) { lines.push(line); } }), 3);
     return [done, lines];
   }, { webSocketOnly: true, streamsAsSent: true }],
+  ["URL, Headers, a Request and a Response", (api) => [
+    api.echo(new URL("https://example.com/a b?q=1#f")).then((url) => `URL ${url.href}`),
+    api.echo(new Headers([["X-A", "1"], ["content-type", "text/plain"]])).then((h) => `Headers ${JSON.stringify([...h])}`),
+    api.echo(new Request("https://example.com/get")).then((r) => `Request ${r.method} ${r.url}`),
+    api.echo(new Response(null, { status: 204 })).then((r) => `Response ${r.status}`),
+  ]],
+  ["a Blob", (api) => [api.echo(new Blob(["hello"], { type: "text/plain" })).then(async (b) => `Blob ${b.type} ${await b.text()}`)],
+    { webSocketOnly: true }],
   ["an over-size message ends the session", (api) => [api.echo(OVER_SIZE).then((v) => v.length), api.greet("after")], { onlyWhetherRejected: true }],
 ];
 
