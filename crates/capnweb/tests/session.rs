@@ -341,7 +341,7 @@ async fn stream_is_answered_and_released_without_pull() {
     wire.send(r#"["stream",["pipeline",0,["echo"],[5]]]"#);
     assert_eq!(wire.recv().await, r#"["resolve",1,5]"#);
     assert_eq!(wire.session.stats().exports, 0);
-    // A pipe takes the next id too (tests/streams.rs has the rest).
+    // A pipe takes the next id too (tests/wire/streams.rs has the rest).
     wire.send(r#"["pipe"]"#);
     wire.send(r#"["push",["pipeline",0,["echo"],[3]]]"#);
     wire.send(r#"["pull",3]"#);

@@ -2,7 +2,8 @@
 //! receiver (`["pipe"]`), names its read end in a message (`["readable", id]`), and writes the
 //! chunks into its write end with `stream` calls (`write`, then `close` or `abort`).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Poll, ready};
 
 use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, StreamExt as _};
@@ -23,25 +24,57 @@ const WRITES_IN_FLIGHT: usize = 8;
 
 /// The write end of a pipe the peer opened on us, served as the pipe's export.
 struct PipeWriter {
-    chunks: Mutex<Option<mpsc::Sender<RpcResult>>>,
+    chunks: Mutex<Option<mpsc::Sender<Value>>>,
+    ending: Arc<Mutex<Option<Ending>>>,
+}
+
+/// How the writer finished, for the reader to learn once it has read every chunk: the channel
+/// alone cannot say whether its end was a `close` or a writer that went away.
+type Ending = Result<(), RpcError>;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn went_away() -> RpcError {
+    RpcError::canceled("the stream's writer went away without closing it")
 }
 
 /// Opens a pipe: its write end, to export, and its read end, for the `["readable"]` that
 /// follows.
 pub(super) fn open() -> (Capability, ReadableStream) {
     let (tx, mut rx) = mpsc::channel(PIPE_BUFFER);
-    let writer = PipeWriter { chunks: Mutex::new(Some(tx)) };
-    let readable = ReadableStream::new(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
-    (Capability::local(std::sync::Arc::new(writer)), readable)
+    let ending = Arc::new(Mutex::new(None));
+    let writer = PipeWriter { chunks: Mutex::new(Some(tx)), ending: ending.clone() };
+    let mut over = false;
+    let readable = ReadableStream::new(futures::stream::poll_fn(move |cx| {
+        if over {
+            return Poll::Ready(None);
+        }
+        let Some(chunk) = ready!(rx.poll_recv(cx)) else {
+            // Every sender is gone, and the ending was set before the last one went.
+            over = true;
+            return Poll::Ready(match lock(&ending).take() {
+                Some(Ok(())) => None,
+                Some(Err(error)) => Some(Err(error)),
+                None => Some(Err(went_away())),
+            });
+        };
+        Poll::Ready(Some(Ok(chunk)))
+    }));
+    (Capability::local(Arc::new(writer)), readable)
 }
 
 impl PipeWriter {
-    fn sender(&self) -> Option<mpsc::Sender<RpcResult>> {
-        self.chunks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    fn sender(&self) -> Option<mpsc::Sender<Value>> {
+        lock(&self.chunks).clone()
     }
 
-    fn finish(&self) -> Option<mpsc::Sender<RpcResult>> {
-        self.chunks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
+    /// Records how the stream ended (the first word counts), then lets the channel close once
+    /// the writes still waiting for room are in.
+    fn finish(&self, ending: Ending) {
+        lock(&self.ending).get_or_insert(ending);
+        lock(&self.chunks).take();
     }
 }
 
@@ -53,13 +86,13 @@ impl RpcTarget for PipeWriter {
                     let chunk = args.into_iter().next().unwrap_or_default();
                     let sender = self.sender().ok_or_else(|| RpcError::new("TypeError", "the stream is closed"))?;
                     sender
-                        .send(Ok(chunk))
+                        .send(chunk)
                         .await
                         .map_err(|_| RpcError::canceled("the reader stopped reading the stream"))?;
                     Ok(Value::Undefined)
                 }
                 "close" => {
-                    self.finish();
+                    self.finish(Ok(()));
                     Ok(Value::Undefined)
                 }
                 "abort" => {
@@ -68,9 +101,7 @@ impl RpcTarget for PipeWriter {
                         Some(other) => RpcError::new("Error", other.to_string()),
                         None => RpcError::new("Error", "the stream was aborted"),
                     };
-                    if let Some(sender) = self.finish() {
-                        let _ = sender.try_send(Err(reason));
-                    }
+                    self.finish(Err(reason));
                     Ok(Value::Undefined)
                 }
                 other => Err(RpcError::new("TypeError", format!("Unknown WritableStream method: {other}"))),
@@ -81,11 +112,9 @@ impl RpcTarget for PipeWriter {
 
 impl Drop for PipeWriter {
     /// Released without `close`: the writer went away (a dropped connection, say), and the
-    /// reader must learn that the stream is incomplete.
+    /// reader must learn that the stream is incomplete, even with every chunk read.
     fn drop(&mut self) {
-        if let Some(sender) = self.finish() {
-            let _ = sender.try_send(Err(RpcError::canceled("the stream's writer went away without closing it")));
-        }
+        self.finish(Err(went_away()));
     }
 }
 

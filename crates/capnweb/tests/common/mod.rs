@@ -105,6 +105,14 @@ impl RpcTarget for Lab {
                     Some(Value::Readable(stream)) => Ok(Value::Array(stream.collect().await?)),
                     _ => Err(RpcError::bad_request("expected a ReadableStream")),
                 },
+                // Reads only after a while, so a stream's writer can get ahead of it.
+                "collectLater" => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    match args.first() {
+                        Some(Value::Readable(stream)) => Ok(Value::Array(stream.collect().await?)),
+                        _ => Err(RpcError::bad_request("expected a ReadableStream")),
+                    }
+                }
                 "countTo" => {
                     let n = args.first().and_then(Value::as_i64).unwrap_or(3);
                     let fail = args.get(1).and_then(Value::as_bool).unwrap_or(false);

@@ -1,9 +1,7 @@
 //! URL, Headers, Blob, Request and Response on the raw wire, in the forms npm capnweb 0.12
 //! sends (captured by echoing each through the reference server).
 
-mod common;
-
-use common::{Lab, Wire};
+use crate::common::{Lab, Wire};
 
 async fn echo(wire: &mut Wire, id: u32, value: &str) -> String {
     wire.send(&format!(r#"["push",["pipeline",0,["echo"],[{value}]]]"#));

@@ -1,9 +1,7 @@
 //! `.map()` (`remap`) on the raw wire, in the exact forms the npm `capnweb` 0.12 client sends
 //! (captured from `api.listUsers().map(u => u.username)` and friends).
 
-mod common;
-
-use common::{Wire, gateway};
+use crate::common::{Wire, gateway};
 
 async fn map_answer(wire: &mut Wire, subject_call: &str, remap: &str) -> String {
     wire.send(&format!(r#"["push",{subject_call}]"#));

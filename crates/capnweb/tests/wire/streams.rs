@@ -2,10 +2,8 @@
 //! `ReadableStream` argument arrives through a pipe it opens on us; ours goes out through a
 //! pipe we open on it; its `WritableStream` is written with `stream` calls.
 
-mod common;
-
+use crate::common::{Lab, Wire};
 use capnweb::{SessionStats, TransportKind};
-use common::{Lab, Wire};
 
 /// The peer opens pipe 1, passes its read end to `collect` (push 2), and writes into it.
 fn send_stream_into_collect(wire: &Wire) {
@@ -49,6 +47,21 @@ async fn an_aborted_or_abandoned_stream_fails_its_reader() {
     send_stream_into_collect(&wire);
     wire.send(r#"["release",1,1]"#);
     let answers = wire.recv_sorted(3).await;
+    assert_eq!(answers[0], r#"["reject",2,["error","canceled","the stream's writer went away without closing it"]]"#);
+}
+
+#[tokio::test]
+async fn a_writer_gone_with_the_buffer_full_is_still_an_error_not_a_short_stream() {
+    let mut wire = Wire::new(Lab::new());
+    wire.send(r#"["pipe"]"#);
+    wire.send(r#"["push",["pipeline",0,["collectLater"],[["readable",1]]]]"#);
+    wire.send(r#"["pull",2]"#);
+    // As many writes as the pipe buffers, then the writer goes away before the reader reads.
+    for i in 0..16 {
+        wire.send(&format!(r#"["stream",["pipeline",1,["write"],[{i}]]]"#));
+    }
+    wire.send(r#"["release",1,1]"#);
+    let answers = wire.recv_sorted(17).await;
     assert_eq!(answers[0], r#"["reject",2,["error","canceled","the stream's writer went away without closing it"]]"#);
 }
 

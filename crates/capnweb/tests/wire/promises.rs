@@ -2,13 +2,11 @@
 //! `["promise", -n]` at once and settled later with an unprompted resolve or reject, as the
 //! reference does for `{ result: self.square(i) }`.
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::common::{Lab, Wire};
 use axum::serve::ListenerExt as _;
 use capnweb::{Limits, RpcTarget, SessionStats};
-use common::{Lab, Wire};
 
 /// Calls `later(1, 2)` as push 1 and checks the answer that comes at once.
 async fn call_later(wire: &mut Wire) {
