@@ -311,3 +311,24 @@ async fn order_feeds_stream_status_changes_to_the_owner_and_every_order_to_an_ad
     let missing = api.call("watchOrder", vec![bob.clone(), s("00000000-0000-0000-0000-000000000000")]).await;
     assert_eq!(missing.unwrap_err().kind, "not_found");
 }
+
+#[tokio::test]
+async fn a_connection_may_keep_only_eight_order_feeds_open() {
+    let services = Services::start(&|s| s).await;
+    let gw = gateway(services.settings()).await;
+    let conn = client::connect(&format!("ws://{}/rpc/ws", gw.addr)).await.unwrap();
+    let api = conn.main();
+    let login = api.call("login", vec![s("bob"), s("bob123")]).await.unwrap();
+    let bob = api.call("getUserByToken", vec![login.get("token").cloned().unwrap()]).await.unwrap();
+    let order = api.call("createOrder", vec![bob.clone(), seed_items()]).await.unwrap();
+    let id = order.get("orderId").cloned().unwrap();
+    let mut open = Vec::new();
+    for _ in 0..8 {
+        open.push(api.call("watchOrder", vec![bob.clone(), id.clone()]).await.unwrap());
+    }
+    let refused = api.call("watchOrder", vec![bob.clone(), id.clone()]).await.unwrap_err();
+    assert_eq!(refused.kind, "overloaded", "{refused:?}");
+    // The limit is per connection: another one starts with none open.
+    let other = client::connect(&format!("ws://{}/rpc/ws", gw.addr)).await.unwrap();
+    assert!(other.main().call("watchOrder", vec![login.get("token").cloned().unwrap(), id]).await.is_ok());
+}

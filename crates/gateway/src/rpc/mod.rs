@@ -58,6 +58,9 @@ pub struct Shop {
     /// seal. A token's cell is filled once, by the first call naming it.
     by_token: Mutex<HashMap<String, Arc<OnceCell<Arc<UserCap>>>>>,
     by_seal: Mutex<HashMap<String, Arc<UserCap>>>,
+    /// The order feeds this session has open (each one looks at the orders service every
+    /// interval, so a session may not open them without bound).
+    feeds: watch::FeedSlots,
 }
 
 /// A signed-in user, handed out by reference.
@@ -99,7 +102,7 @@ fn order_summary(o: &Order) -> Value {
 
 impl Shop {
     pub fn new(backend: ShopBackend, client: IpAddr) -> Self {
-        Shop { backend, client, by_token: Mutex::default(), by_seal: Mutex::default() }
+        Shop { backend, client, by_token: Mutex::default(), by_seal: Mutex::default(), feeds: Default::default() }
     }
 
     /// Counts a call against the caller's address, as a REST request would be (a sign-in also
@@ -372,15 +375,17 @@ impl RpcTarget for Shop {
                 }
                 "watchOrder" => {
                     let user = self.caller(args.first()).await?;
+                    let slot = self.feeds.take()?;
                     let order = fetch_order(&self.backend.orders, &user, string_arg(&args, 1, "orderId")?).await?;
-                    Ok(Value::Readable(watch::order_status(&self.backend, user, order)))
+                    Ok(Value::Readable(watch::order_status(&self.backend, user, order, slot)))
                 }
                 "watchOrders" => {
                     let user = self.caller(args.first()).await?;
                     if !user.principal.has(Permission::OrderManage) {
                         return Err(RpcError::permission_denied("Only administrators watch every order"));
                     }
-                    Ok(Value::Readable(watch::every_order(&self.backend, user).await?))
+                    let slot = self.feeds.take()?;
+                    Ok(Value::Readable(watch::every_order(&self.backend, user, slot).await?))
                 }
                 other => Err(RpcError::method_not_found(other)),
             }

@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use api::orders::{Order, OrderStatus};
@@ -19,11 +20,44 @@ use kit::pagination::Paged;
 use super::{ShopBackend, UserCap, fetch_order, rpc_error};
 use crate::proxy::UpstreamClient;
 
+/// Order feeds one session may have open at once: each looks at the orders service every
+/// interval, so a client must not be able to multiply that load by opening feeds without end.
+pub(super) const FEEDS_PER_SESSION: usize = 8;
+
+/// How many feeds a session has open.
+#[derive(Default)]
+pub(super) struct FeedSlots(Arc<AtomicUsize>);
+
+/// One open feed; the count goes down when the feed's stream is dropped (read to its end,
+/// cancelled by the client, or the session gone).
+pub(super) struct FeedSlot(Arc<AtomicUsize>);
+
+impl FeedSlots {
+    pub(super) fn take(&self) -> Result<FeedSlot, RpcError> {
+        let taken = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| (open < FEEDS_PER_SESSION).then_some(open + 1));
+        match taken {
+            Ok(_) => Ok(FeedSlot(self.0.clone())),
+            Err(_) => Err(RpcError::overloaded(format!(
+                "at most {FEEDS_PER_SESSION} order feeds may be open on one connection; cancel one first"
+            ))),
+        }
+    }
+}
+
+impl Drop for FeedSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// What a feed holds between two looks at the orders service.
 struct Feed {
     orders: UpstreamClient,
     user: Arc<UserCap>,
     every: Duration,
+    _slot: FeedSlot,
 }
 
 fn status_of(order: &Order) -> Value {
@@ -39,8 +73,8 @@ fn is_final(status: OrderStatus) -> bool {
 }
 
 /// `{orderId, status}` now, then at each change, until the order is delivered or cancelled.
-pub(super) fn order_status(backend: &ShopBackend, user: Arc<UserCap>, order: Order) -> ReadableStream {
-    let feed = Feed { orders: backend.orders.clone(), user, every: backend.watch_interval };
+pub(super) fn order_status(backend: &ShopBackend, user: Arc<UserCap>, order: Order, slot: FeedSlot) -> ReadableStream {
+    let feed = Feed { orders: backend.orders.clone(), user, every: backend.watch_interval, _slot: slot };
     let now = status_of(&order);
     // None once the feed has said its last word.
     let start = (!is_final(order.status)).then_some((order.status, order.id));
@@ -65,8 +99,12 @@ pub(super) fn order_status(backend: &ShopBackend, user: Arc<UserCap>, order: Ord
 /// change first. What "now" is gets read before the call returns, so nothing done after it is
 /// missed. Looks at the newest 100 orders each time: a burst of more than 100 new orders within
 /// one interval reports only the newest 100.
-pub(super) async fn every_order(backend: &ShopBackend, user: Arc<UserCap>) -> Result<ReadableStream, RpcError> {
-    let feed = Feed { orders: backend.orders.clone(), user, every: backend.watch_interval };
+pub(super) async fn every_order(
+    backend: &ShopBackend,
+    user: Arc<UserCap>,
+    slot: FeedSlot,
+) -> Result<ReadableStream, RpcError> {
+    let feed = Feed { orders: backend.orders.clone(), user, every: backend.watch_interval, _slot: slot };
     let seen = statuses(&newest(&feed).await?);
     // (what the last look saw, changes not yet sent); None once the feed has failed.
     let state = Some((seen, VecDeque::new()));
