@@ -70,11 +70,9 @@ impl RpcTarget for TestTarget {
                 "returnNaN" => Ok(Value::Float(f64::NAN)),
                 "makeBytes" => {
                     let text = js_string(&arg(0));
-                    let bytes = base64::engine::general_purpose::STANDARD
+                    // Padding is optional, as for Buffer.from(text, "base64").
+                    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
                         .decode(text.trim_end_matches('='))
-                        .or_else(|_| {
-                            base64::engine::general_purpose::STANDARD_NO_PAD.decode(text.trim_end_matches('='))
-                        })
                         .map_err(|e| RpcError::new("TypeError", format!("invalid base64: {e}")))?;
                     Ok(Value::Bytes(bytes))
                 }

@@ -47,6 +47,12 @@ pub mod session;
 pub mod transport;
 pub mod value;
 
+/// Locks `mutex` even if a panic poisoned it: a panicking method must cost its own call, not
+/// every later user of the tables and streams it touched.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 pub use capability::{AsAny, CallContext, Capability, RemoteCapability, RpcResult, RpcTarget, TransportKind};
 pub use error::{ProtocolError, RpcError, kinds};
 pub use limits::Limits;

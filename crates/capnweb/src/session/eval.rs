@@ -177,14 +177,7 @@ pub(crate) fn eval(bound: Bound, ctx: CallContext) -> BoxFuture<'static, RpcResu
         Bound::Ready(value) => ready(Ok(value)).boxed(),
         Bound::Fail(err) => ready(Err(err)).boxed(),
         Bound::Await(cell) => cell.wait(),
-        Bound::Array(items) => async move {
-            let mut out = Vec::with_capacity(items.len());
-            for item in items {
-                out.push(eval(item, ctx.clone()).await?);
-            }
-            Ok(Value::Array(out))
-        }
-        .boxed(),
+        Bound::Array(items) => async move { Ok(Value::Array(eval_all(items, &ctx).await?)) }.boxed(),
         Bound::Object(fields) => async move {
             let mut out = indexmap::IndexMap::new();
             for (key, item) in fields {
@@ -195,11 +188,8 @@ pub(crate) fn eval(bound: Bound, ctx: CallContext) -> BoxFuture<'static, RpcResu
         .boxed(),
         Bound::Remap { subject, captures, instructions } => async move {
             let subject = eval(*subject, ctx.clone()).await?;
-            let mut values = Vec::with_capacity(captures.len());
-            for capture in captures {
-                values.push(eval(capture, ctx.clone()).await?);
-            }
-            map(subject, &values, &instructions, &ctx).await
+            let captures = eval_all(captures, &ctx).await?;
+            map(subject, &captures, &instructions, &ctx).await
         }
         .boxed(),
         Bound::Web { kind, body } => async move { kind.finish(eval(*body, ctx).await?).await }.boxed(),
@@ -210,16 +200,19 @@ pub(crate) fn eval(bound: Bound, ctx: CallContext) -> BoxFuture<'static, RpcResu
             };
             let args = match args {
                 None => None,
-                Some(args) => {
-                    let mut out = Vec::with_capacity(args.len());
-                    for arg in args {
-                        out.push(eval(arg, ctx.clone()).await?);
-                    }
-                    Some(out)
-                }
+                Some(args) => Some(eval_all(args, &ctx).await?),
             };
             apply(base, path, args, ctx).await
         }
         .boxed(),
     }
+}
+
+/// Evaluates each in order; the first failure fails them all.
+async fn eval_all(bound: Vec<Bound>, ctx: &CallContext) -> Result<Vec<Value>, RpcError> {
+    let mut out = Vec::with_capacity(bound.len());
+    for item in bound {
+        out.push(eval(item, ctx.clone()).await?);
+    }
+    Ok(out)
 }

@@ -356,7 +356,7 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the tables half-updated in a way that
         // matters more than losing the session, so keep serving.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::lock(&self.state)
     }
 
     fn arc(&self) -> Option<Arc<Shared>> {

@@ -2,7 +2,7 @@
 //! receiver (`["pipe"]`), names its read end in a message (`["readable", id]`), and writes the
 //! chunks into its write end with `stream` calls (`write`, then `close` or `abort`).
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Poll, ready};
 
 use futures::future::BoxFuture;
@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::capability::{CallContext, Capability, RemoteCapability, RpcResult, RpcTarget};
 use crate::error::RpcError;
+use crate::lock;
 use crate::value::{Chunks, ReadableStream, Value};
 
 /// Chunks a pipe we receive holds before a `write` waits for the reader (back-pressure: the
@@ -31,10 +32,6 @@ struct PipeWriter {
 /// How the writer finished, for the reader to learn once it has read every chunk: the channel
 /// alone cannot say whether its end was a `close` or a writer that went away.
 type Ending = Result<(), RpcError>;
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 fn went_away() -> RpcError {
     RpcError::canceled("the stream's writer went away without closing it")

@@ -29,7 +29,7 @@ impl ReadableStream {
 
     /// The chunks, for the first caller; `None` once taken (a stream is read once).
     pub fn take(&self) -> Option<Chunks> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
+        crate::lock(&self.0).take()
     }
 
     /// Reads the whole stream (for streams known to be small).

@@ -144,21 +144,8 @@ function answersAsSent(received) {
   const answers = received.filter(([kind]) => kind === "resolve" || kind === "reject" || kind === "abort");
   const ordered = [...answers.filter((m) => !(m[1] < 0)), ...answers.filter((m) => m[1] < 0)];
   const ids = new Map();
-  const renumberId = (id) => {
-    if (!ids.has(id)) ids.set(id, -(ids.size + 1));
-    return ids.get(id);
-  };
-  const walk = (expr) => {
-    if (Array.isArray(expr)) {
-      if ((expr[0] === "export" || expr[0] === "promise") && typeof expr[1] === "number" && expr.length === 2) {
-        return [expr[0], renumberId(expr[1])];
-      }
-      return expr.map(walk);
-    }
-    if (expr && typeof expr === "object") return Object.fromEntries(Object.entries(expr).map(([k, v]) => [k, walk(v)]));
-    return expr;
-  };
-  return ordered.map(([kind, id, expr]) => (kind === "abort" ? ["abort"] : [kind, id < 0 ? renumberId(id) : id, walk(stripStack(expr))]));
+  return ordered.map(([kind, id, expr]) =>
+    kind === "abort" ? ["abort"] : [kind, id < 0 ? renumberedId(ids, id) : id, renumber(stripStack(expr), ids)]);
 }
 
 // Everything the server sent, in order: pipes, stream writes, answers and releases.
@@ -182,8 +169,7 @@ function normaliseAnswers(received) {
   }
   // Keyed by id: which of two calls finishes first is not something a peer promises.
   answers.sort((a, b) => (a[0] === "abort") - (b[0] === "abort") || a[1] - b[1]);
-  const exportIds = new Map();
-  return renumber(answers, exportIds);
+  return renumber(answers, new Map());
 }
 
 // Replaces ["promise", -n] by what the server later resolved it to; a rejected one is noted in
@@ -208,11 +194,11 @@ function stripStack(expr) {
   return Array.isArray(expr) && expr[0] === "error" ? expr.slice(0, 3) : expr;
 }
 
+// Export and promise ids by first appearance: the two servers number their exports differently.
 function renumber(expr, ids) {
   if (Array.isArray(expr)) {
-    if (expr[0] === "export" && typeof expr[1] === "number" && expr.length === 2) {
-      if (!ids.has(expr[1])) ids.set(expr[1], -(ids.size + 1));
-      return ["export", ids.get(expr[1])];
+    if ((expr[0] === "export" || expr[0] === "promise") && typeof expr[1] === "number" && expr.length === 2) {
+      return [expr[0], renumberedId(ids, expr[1])];
     }
     return expr.map((item) => renumber(item, ids));
   }
@@ -220,6 +206,11 @@ function renumber(expr, ids) {
     return Object.fromEntries(Object.entries(expr).map(([k, v]) => [k, renumber(v, ids)]));
   }
   return expr;
+}
+
+function renumberedId(ids, id) {
+  if (!ids.has(id)) ids.set(id, -(ids.size + 1));
+  return ids.get(id);
 }
 
 function parseLines(text) {

@@ -5,11 +5,16 @@
 use crate::common::{Lab, Wire};
 use capnweb::{SessionStats, TransportKind};
 
+/// The peer opens pipe 1 and passes its read end to `method` (push 2, pulled).
+fn open_pipe_into(wire: &Wire, method: &str) {
+    wire.send(r#"["pipe"]"#);
+    wire.send(&format!(r#"["push",["pipeline",0,["{method}"],[["readable",1]]]]"#));
+    wire.send(r#"["pull",2]"#);
+}
+
 /// The peer opens pipe 1, passes its read end to `collect` (push 2), and writes into it.
 fn send_stream_into_collect(wire: &Wire) {
-    wire.send(r#"["pipe"]"#);
-    wire.send(r#"["push",["pipeline",0,["collect"],[["readable",1]]]]"#);
-    wire.send(r#"["pull",2]"#);
+    open_pipe_into(wire, "collect");
     wire.send(r#"["stream",["pipeline",1,["write"],[1]]]"#);
     wire.send(r#"["stream",["pipeline",1,["write"],[{"two":2}]]]"#);
 }
@@ -53,9 +58,7 @@ async fn an_aborted_or_abandoned_stream_fails_its_reader() {
 #[tokio::test]
 async fn a_writer_gone_with_the_buffer_full_is_still_an_error_not_a_short_stream() {
     let mut wire = Wire::new(Lab::new());
-    wire.send(r#"["pipe"]"#);
-    wire.send(r#"["push",["pipeline",0,["collectLater"],[["readable",1]]]]"#);
-    wire.send(r#"["pull",2]"#);
+    open_pipe_into(&wire, "collectLater");
     // As many writes as the pipe buffers, then the writer goes away before the reader reads.
     for i in 0..16 {
         wire.send(&format!(r#"["stream",["pipeline",1,["write"],[{i}]]]"#));
