@@ -6,7 +6,9 @@
 //!
 //! Usage: `interop_target [PORT]` (0 picks a free port). Listens on 127.0.0.1, prints
 //! `listening on http://127.0.0.1:<port>`, serves WebSocket and HTTP batch on `/`, and on
-//! `/rpc/ws` and `/rpc/batch`.
+//! `/rpc/ws` and `/rpc/batch`. Before that line it prints `webtransport on
+//! https://127.0.0.1:<udp port>/rpc/wt sha-256 <hex>`: the same target over WebTransport (on `/`
+//! too), with a self-signed certificate of that hash.
 
 #[path = "demo/serve.rs"]
 mod serve;
@@ -15,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
+use capnweb::webtransport::{WebTransportLimits, WebTransportServer, WebTransportTls};
 use capnweb::{CallContext, Capability, Limits, ReadableStream, RpcError, RpcResult, RpcTarget, Value};
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
@@ -278,9 +281,23 @@ fn make_bigint(value: &Value) -> RpcResult {
     Ok(Value::BigInt(if digits.is_empty() { "0".into() } else { format!("{sign}{digits}") }))
 }
 
+fn main_object(_: &axum::http::request::Parts) -> Arc<dyn RpcTarget> {
+    Arc::new(TestTarget::default())
+}
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let port: u16 = std::env::args().nth(1).map(|p| p.parse().expect("port must be a number")).unwrap_or(8080);
-    let app = capnweb::routes_on(&["/"], |_| Arc::new(TestTarget::default()) as Arc<dyn RpcTarget>, Limits::default());
-    serve::serve_on_loopback(port, app).await
+    let webtransport = WebTransportServer::bind(
+        ([127, 0, 0, 1], 0).into(),
+        WebTransportTls::SelfSigned { names: vec!["localhost".into(), "127.0.0.1".into()] },
+        WebTransportLimits::default(),
+    )
+    .map_err(std::io::Error::other)?;
+    let hash = webtransport.certificate_hash().expect("a self-signed certificate").now();
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    println!("webtransport on https://{}/rpc/wt sha-256 {hex}", webtransport.local_addr());
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(webtransport.serve(&["/", "/rpc/wt"], main_object, Limits::default(), stop));
+    serve::serve_on_loopback(port, capnweb::routes_on(&["/"], main_object, Limits::default())).await
 }

@@ -100,6 +100,8 @@ pub enum TransportKind {
     WebSocket,
     /// One HTTP request; calls back into the client are impossible and fail at once.
     HttpBatch,
+    /// A long-lived bidirectional session on a WebTransport stream (HTTP/3).
+    WebTransport,
     /// A direct Rust call on a local capability, outside any session.
     Direct,
 }

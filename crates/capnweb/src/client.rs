@@ -1,5 +1,5 @@
-//! A small client: a WebSocket session whose peer main object you call through a
-//! [`Capability`], and raw HTTP batches. Enough for tests, benchmarks and load generation.
+//! A small client: a WebSocket or WebTransport session whose peer main object you call
+//! through a [`Capability`], and raw HTTP batches. Enough for tests, benchmarks and load generation.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -37,6 +37,8 @@ pub enum ClientError {
     Status { status: u16, body: String },
     #[error("protocol: {0}")]
     Protocol(#[from] ProtocolError),
+    #[error("WebTransport: {0}")]
+    WebTransport(String),
 }
 
 /// An open WebSocket session. Dropping it closes the connection.
@@ -79,6 +81,29 @@ pub async fn connect_with(
     });
     let pumped = session.clone();
     let pump = tokio::spawn(async move { pump(&pumped, outbox, sink, stream).await });
+    Ok(Connection { session, pump: Some(pump) })
+}
+
+/// Opens a session over WebTransport (`https://…/rpc/wt`): a QUIC connection of its own and
+/// one bidirectional stream on it. `config` says which certificates to accept (e.g.
+/// [`crate::webtransport::pinned_client_config`]).
+pub async fn connect_webtransport(url: &str, config: wtransport::ClientConfig) -> Result<Connection, ClientError> {
+    let failed = |e: &dyn std::fmt::Display| ClientError::WebTransport(e.to_string());
+    let endpoint = wtransport::Endpoint::client(config).map_err(|e| failed(&e))?;
+    let connection = endpoint.connect(url).await.map_err(|e| failed(&e))?;
+    let opening = connection.open_bi().await.map_err(|e| failed(&e))?;
+    let (send, recv) = opening.await.map_err(|e| failed(&e))?;
+    let limits = Limits::default();
+    let max = limits.max_message_bytes;
+    let (session, outbox) = Session::new(Capability::Local(Arc::new(NoMain)), TransportKind::WebTransport, limits);
+    let session = Arc::new(session);
+    let pumped = session.clone();
+    let pump = tokio::spawn(async move {
+        let sink = crate::webtransport::lines_to(send);
+        pump(&pumped, outbox, sink, crate::webtransport::lines_from(recv, max)).await;
+        // The QUIC connection lives as long as its one session.
+        drop((connection, endpoint));
+    });
     Ok(Connection { session, pump: Some(pump) })
 }
 

@@ -7,6 +7,7 @@
 //! * [`session`]: the per-connection state machine (export/import tables, pipelining, calls
 //!   into the peer, releases, limits).
 //! * [`transport`]: axum routes serving sessions ([`routes`]).
+//! * [`webtransport`]: sessions over WebTransport (HTTP/3), one per bidirectional stream.
 //! * [`client`]: a WebSocket client session and HTTP batches, for tests and load generation.
 //!
 //! Serving an object:
@@ -46,6 +47,7 @@ pub mod message;
 pub mod session;
 pub mod transport;
 pub mod value;
+pub mod webtransport;
 
 /// Locks `mutex` even if a panic poisoned it: a panicking method must cost its own call, not
 /// every later user of the tables and streams it touched.

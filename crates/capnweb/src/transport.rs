@@ -151,6 +151,8 @@ pub(crate) enum Frame {
     Closed,
     /// The connection failed to deliver a frame (too large, malformed): the peer is told why.
     Failed(String),
+    /// The peer broke a protocol limit before a whole message arrived (a line too long).
+    Refused(crate::error::ProtocolError),
     Ignored,
 }
 
@@ -182,6 +184,10 @@ where
                 Some(Frame::Ignored) => {}
                 Some(Frame::Failed(reason)) => {
                     session.abort(&crate::RpcError::bad_request(format!("the connection failed: {reason}")));
+                    break;
+                }
+                Some(Frame::Refused(error)) => {
+                    session.abort_protocol(error);
                     break;
                 }
                 Some(Frame::Closed) | None => break,

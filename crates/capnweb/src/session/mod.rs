@@ -256,6 +256,11 @@ impl Session {
         self.shared.close(&error.message, Some(error_to_json(error)));
     }
 
+    /// Ends the session on a broken protocol rule, as a malformed message would.
+    pub(crate) fn abort_protocol(&self, error: ProtocolError) {
+        self.shared.abort(error);
+    }
+
     pub fn is_closed(&self) -> bool {
         self.shared.lock().closed
     }

@@ -4,7 +4,9 @@
 #   1. the npm `capnweb` (0.12.x) and PyPI `py-capnweb` (0.5.0) clients against the Rust demo
 #      server (the seed gateway's toy API);
 #   2. the interop target: the Rust `interop_target` example beside the npm reference serving
-#      the same target (target.mjs), both driven by compare.mjs, which fails on any difference.
+#      the same target (target.mjs), both driven by compare.mjs, which fails on any difference;
+#   3. the interop target over WebTransport, with aioquic's client (wt_client.py), answers
+#      compared with its WebSocket's (the npm reference has no WebTransport).
 # Every server listens on a free 127.0.0.1 port and is stopped at the end. Exits non-zero if
 # anything fails.
 #
@@ -54,7 +56,7 @@ cp "$here/package.json" "$here/ts_client.mjs" "$here/target.mjs" "$here/compare.
 (cd "$work" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
 echo "   npm capnweb $(node -p "require('$work/node_modules/capnweb/package.json').version")"
 python3 -m venv "$work/venv"
-"$work/venv/bin/pip" install --quiet --disable-pip-version-check "py-capnweb==0.5.0"
+"$work/venv/bin/pip" install --quiet --disable-pip-version-check "py-capnweb==0.5.0" "aioquic==1.7.2"
 echo "   PyPI py-capnweb $("$work/venv/bin/python" -c 'import importlib.metadata as m; print(m.version("py-capnweb"))')"
 
 if [ -z "${DEMO_SERVER_BIN:-}" ] || [ -z "${INTEROP_TARGET_BIN:-}" ]; then
@@ -77,6 +79,12 @@ reference="$url"
 start "Rust interop target" "$INTEROP_TARGET_BIN" 0
 echo "== the same scenarios against both"
 (cd "$work" && node compare.mjs "$reference" "$url") || status=1
+
+# The target's WebTransport endpoint (its line before `listening on`), with aioquic's client;
+# each scenario's answers compared with the same target's over WebSocket.
+read -r wt_url wt_hash < <(sed -n 's/^webtransport on \([^ ]*\) sha-256 \([0-9a-f]*\)$/\1 \2/p' "$work/Rust interop target.log")
+echo "== WebTransport at $wt_url (aioquic $("$work/venv/bin/python" -c 'import importlib.metadata as m; print(m.version("aioquic"))'))"
+"$work/venv/bin/python" "$here/wt_client.py" "${url/http:/ws:}/rpc/ws" "$wt_url" "$wt_hash" || status=1
 
 if [ "$status" -eq 0 ]; then
     echo "interop: PASS"
