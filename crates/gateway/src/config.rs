@@ -102,6 +102,18 @@ pub struct Config {
     /// How often the Cap'n Web order feeds (`watchOrder`, `watchOrders`) look at the orders
     /// service for changes (`RPC_WATCH_INTERVAL`, default 1 s).
     pub rpc_watch_interval: Duration,
+    /// `WEBTRANSPORT_PORT`: the UDP port of the Cap'n Web shop over WebTransport (`/rpc/wt`).
+    pub webtransport: WebTransportPort,
+}
+
+/// Where the shop is served over WebTransport (HTTP/3, UDP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebTransportPort {
+    /// The default: the same number as the gateway's HTTP port (UDP beside TCP), if it is free.
+    SameAsHttp,
+    Port(u16),
+    /// `WEBTRANSPORT_PORT=off`.
+    Off,
 }
 
 fn quota(
@@ -213,7 +225,15 @@ impl Config {
         if rpc_watch_interval < Duration::from_millis(10) {
             return Err(s.invalid(&["RPC_WATCH_INTERVAL"], "must be at least 10ms"));
         }
+        let webtransport = match s.string(&["WEBTRANSPORT_PORT"]) {
+            None => WebTransportPort::SameAsHttp,
+            Some(v) if v.eq_ignore_ascii_case("off") => WebTransportPort::Off,
+            Some(v) => WebTransportPort::Port(
+                v.parse().map_err(|_| s.invalid(&["WEBTRANSPORT_PORT"], "must be a UDP port number or off"))?,
+            ),
+        };
         Ok(Config {
+            webtransport,
             upload_limit,
             tls,
             http_redirect_port,

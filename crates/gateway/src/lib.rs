@@ -51,6 +51,8 @@ pub struct AppState {
     /// What `/openapi.json`, `/docs` and `/redoc` describe: the gateway's own endpoints, or,
     /// when the binary provides the services' documents, the whole public API.
     pub openapi: Arc<utoipa::openapi::OpenApi>,
+    /// The shop's WebTransport endpoint, once the binary has bound it (`GET /rpc/wt` describes it).
+    pub webtransport: Option<rpc::webtransport::WebTransportInfo>,
 }
 
 impl AppState {
@@ -95,7 +97,15 @@ impl AppState {
             metrics: metrics.clone(),
         }));
         health::spawn_breaker_gauges(metrics.clone(), upstreams.values().cloned().collect());
-        Ok(AppState { config: Arc::new(config), proxy, upstreams, edge, metrics, openapi: Arc::new(ApiDoc::openapi()) })
+        Ok(AppState {
+            config: Arc::new(config),
+            proxy,
+            upstreams,
+            edge,
+            metrics,
+            openapi: Arc::new(ApiDoc::openapi()),
+            webtransport: None,
+        })
     }
 
     /// What the Cap'n Web shop calls: the users and orders services, and the edge (its token
@@ -179,6 +189,7 @@ pub fn router_with_pages(state: AppState, pages: Router) -> Router {
         .route("/health", get(health::health))
         .with_state(state.clone())
         .merge(rpc::routes(state.shop_backend(), capnweb::Limits::default()))
+        .merge(rpc::webtransport::info_route(state.webtransport.clone()))
         .merge(pages)
         .layer(axum::middleware::from_fn(edge::api_response_headers))
         .layer(axum::middleware::from_fn_with_state(edge.clone(), edge::user_rate_limit))

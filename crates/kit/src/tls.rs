@@ -130,6 +130,17 @@ impl Tls {
         Ok(Tls { acceptor: TlsAcceptor::from(Arc::new(config)), certificate, settings: settings.clone(), hsts })
     }
 
+    /// A server configuration for QUIC (HTTP/3, WebTransport) presenting the same certificate,
+    /// reloads included: TLS 1.3 only, as QUIC requires, and no ALPN (the caller sets its own).
+    pub fn quic_config(&self) -> Result<rustls::ServerConfig, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Ok(rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| TlsError::Setup(e.to_string()))?
+            .with_no_client_auth()
+            .with_cert_resolver(self.certificate.clone()))
+    }
+
     pub fn acceptor(&self) -> &TlsAcceptor {
         &self.acceptor
     }

@@ -134,11 +134,16 @@ pub struct Server {
     pub tls: Option<kit::tls::Tls>,
     /// More ports it answers on, each with its own router (the gateway's `HTTP_REDIRECT_PORT`).
     pub also: Vec<(tokio::net::TcpListener, Router)>,
+    /// What else it serves until stopped (the gateway's WebTransport endpoint, on UDP).
+    pub beside: Vec<Beside>,
 }
+
+/// Something served beside the HTTP port until the token is cancelled.
+pub type Beside = Box<dyn FnOnce(CancellationToken) -> BoxFuture<'static, ()> + Send>;
 
 impl Server {
     fn new(router: Router, shutdown_grace: Duration) -> Self {
-        Server { router, shutdown_grace, tls: None, also: Vec::new() }
+        Server { router, shutdown_grace, tls: None, also: Vec::new(), beside: Vec::new() }
     }
 
     /// Serves on `listener`, and on its other ports, until `stop`; in-flight requests get the
@@ -150,12 +155,16 @@ impl Server {
             .into_iter()
             .map(|(listener, router)| tokio::spawn(kit::server::serve(listener, router, stop.clone(), grace)))
             .collect();
+        let beside: Vec<_> = self.beside.into_iter().map(|serve| tokio::spawn(serve(stop.clone()))).collect();
         let served = match self.tls {
             Some(tls) => kit::server::serve_tls(listener, self.router, tls, stop, grace).await,
             None => kit::server::serve(listener, self.router, stop, grace).await,
         };
         for other in others {
             other.await.map_err(std::io::Error::other)??;
+        }
+        for task in beside {
+            task.await.map_err(std::io::Error::other)?;
         }
         served
     }
@@ -220,13 +229,26 @@ fn start_gateway(settings: &Settings, host: IpAddr, port: u16) -> BoxFuture<'_, 
                 .map_err(|e| anyhow::anyhow!("the gateway cannot listen on {addr} for HTTP_REDIRECT_PORT: {e}"))?;
             also.push((listener, kit::tls::redirect_to_https(port)));
         }
+        let webtransport = gateway::rpc::webtransport::bind(config.webtransport, host, port, tls.as_ref())
+            .map_err(|e| anyhow::anyhow!("the gateway cannot serve WebTransport: {e}"))?;
         let mut state =
             gateway::AppState::start(config).await.map_err(|e| anyhow::anyhow!("the gateway could not start: {e}"))?;
         state.openapi = Arc::new(public_api());
         if let Some(tls) = &tls {
             tls.report_to(state.metrics.clone());
         }
-        let server = Server { tls, also, ..Server::new(storefront::with_gateway(state, pages), shutdown_grace) };
+        let mut beside: Vec<Beside> = Vec::new();
+        if let Some(server) = webtransport {
+            state.webtransport = Some(gateway::rpc::webtransport::WebTransportInfo {
+                port: server.local_addr().port(),
+                hash: server.certificate_hash(),
+            });
+            tracing::info!(addr = %server.local_addr(), "the Cap'n Web shop over WebTransport at /rpc/wt (UDP)");
+            let backend = state.shop_backend();
+            beside.push(Box::new(move |stop| Box::pin(gateway::rpc::webtransport::serve(server, backend, stop))));
+        }
+        let server =
+            Server { tls, also, beside, ..Server::new(storefront::with_gateway(state, pages), shutdown_grace) };
         Ok(Started { server, close: Box::pin(async {}) })
     })
 }

@@ -2,7 +2,7 @@
 //! that — not a token — authorizes ordering. Every method is a real call into the users and
 //! orders services, so an order made over RPC is the same order REST and the storefront see.
 //!
-//! Capabilities are per session: each WebSocket connection or HTTP batch gets a fresh
+//! Capabilities are per session: each WebSocket connection, WebTransport stream or HTTP batch gets a fresh
 //! [`Shop`], and a User capability exists only in the session that obtained it by presenting
 //! credentials or a token. A client can pass its User back as our own object (`["import",
 //! n]`), or — as the Python seed client does — wrap it in a proxy of its own. A proxy is
@@ -18,6 +18,7 @@ use tokio::sync::OnceCell;
 use api::orders::Order;
 use api::users::{TokenResponse, User};
 use api::{Grants, Permission};
+use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use capnweb::{CallContext, Capability, RpcError, RpcTarget, Value};
 use futures::future::BoxFuture;
@@ -33,6 +34,7 @@ use serde_json::json;
 use crate::edge::Edge;
 
 mod watch;
+pub mod webtransport;
 
 /// The method a User capability answers with its session secret (see the module docs).
 pub const SEAL_METHOD: &str = "$seal";
@@ -451,11 +453,13 @@ impl RpcTarget for UserCap {
 
 /// `POST /rpc/batch` and `GET /rpc/ws`, a fresh [`Shop`] per session.
 pub fn routes(backend: ShopBackend, limits: capnweb::Limits) -> axum::Router {
-    capnweb::rpc_routes(
-        move |request| {
-            let client = backend.edge.client_ip_of(&request.headers, &request.extensions);
-            Arc::new(Shop::new(backend.clone(), client)) as Arc<dyn RpcTarget>
-        },
-        limits,
-    )
+    capnweb::rpc_routes(main_object(backend), limits)
+}
+
+/// A fresh [`Shop`] for the session a request opens, whatever the transport.
+pub fn main_object(backend: ShopBackend) -> impl Fn(&Parts) -> Arc<dyn RpcTarget> + Send + Sync + 'static {
+    move |request| {
+        let client = backend.edge.client_ip_of(&request.headers, &request.extensions);
+        Arc::new(Shop::new(backend.clone(), client)) as Arc<dyn RpcTarget>
+    }
 }
