@@ -9,8 +9,11 @@ export const BASE = process.env.BASE_URL ?? 'http://127.0.0.1:8080';
 export const ARTIFACTS = fileURLToPath(new URL('../artifacts/', import.meta.url));
 mkdirSync(ARTIFACTS, { recursive: true });
 
-/** A fresh headless Chromium; `launch` gives it a fresh temporary user-data-dir. */
-export async function launch(extraArgs = []) {
+/**
+ * A fresh headless Chromium; `launch` gives it a fresh temporary user-data-dir. QUIC is off
+ * (pages over TCP, as most users meet them) unless `quic` is asked for (WebTransport needs it).
+ */
+export async function launch(extraArgs = [], { quic = false } = {}) {
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     headless: true,
@@ -18,7 +21,7 @@ export async function launch(extraArgs = []) {
       '--headless',
       '--no-sandbox',
       '--disable-gpu',
-      '--disable-quic',
+      ...(quic ? [] : ['--disable-quic']),
       '--no-first-run',
       '--disable-background-networking',
       '--disable-component-update',
