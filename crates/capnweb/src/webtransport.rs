@@ -43,7 +43,7 @@ use crate::transport::{Frame, pump};
 /// How long a self-signed certificate is valid, and how often it is replaced: browsers accept a
 /// certificate by its hash only when it is valid for at most 14 days.
 const SELF_SIGNED_VALIDITY_DAYS: u32 = 13;
-const SELF_SIGNED_ROTATION: Duration = Duration::from_secs(6 * 86_400);
+pub const SELF_SIGNED_ROTATION: Duration = Duration::from_secs(6 * 86_400);
 
 /// How long a new connection has to complete its handshake and ask for a session.
 const SESSION_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -89,7 +89,7 @@ pub struct WebTransportServer {
 }
 
 enum Tls {
-    SelfSigned { names: Vec<String>, hash: Arc<Mutex<[u8; 32]>> },
+    SelfSigned { names: Vec<String>, hash: Arc<Mutex<[u8; 32]>>, every: Duration },
     Custom,
 }
 
@@ -111,7 +111,8 @@ impl WebTransportServer {
             WebTransportTls::SelfSigned { names } => {
                 let (identity, hash) = self_signed(&names)?;
                 let config = wtransport::tls::server::build_default_tls_config(identity);
-                (config, Tls::SelfSigned { names, hash: Arc::new(Mutex::new(hash)) })
+                let every = SELF_SIGNED_ROTATION;
+                (config, Tls::SelfSigned { names, hash: Arc::new(Mutex::new(hash)), every })
             }
             WebTransportTls::Custom(mut config) => {
                 config.alpn_protocols = vec![b"h3".to_vec()];
@@ -126,6 +127,16 @@ impl WebTransportServer {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Replaces a self-signed certificate this often instead of every [`SELF_SIGNED_ROTATION`]
+    /// (tests; a period longer than the default is kept at the default, or browsers would see
+    /// it expire).
+    pub fn rotating_every(mut self, period: Duration) -> Self {
+        if let Tls::SelfSigned { every, .. } = &mut self.tls {
+            *every = period.min(SELF_SIGNED_ROTATION);
+        }
+        self
     }
 
     /// The SHA-256 of the self-signed certificate presented now (what a browser's
@@ -152,10 +163,11 @@ impl WebTransportServer {
             max_connections: self.limits.max_connections,
         });
         let rotation = match &self.tls {
-            Tls::SelfSigned { names, hash } => Some(tokio::spawn(rotate_self_signed(
+            Tls::SelfSigned { names, hash, every } => Some(tokio::spawn(rotate_self_signed(
                 self.endpoint.clone(),
                 names.clone(),
                 hash.clone(),
+                *every,
                 self.limits.clone(),
                 self.local_addr,
             ))),
@@ -221,11 +233,12 @@ async fn rotate_self_signed(
     endpoint: Arc<Endpoint<Server>>,
     names: Vec<String>,
     hash: Arc<Mutex<[u8; 32]>>,
+    every: Duration,
     limits: WebTransportLimits,
     addr: SocketAddr,
 ) {
     loop {
-        tokio::time::sleep(SELF_SIGNED_ROTATION).await;
+        tokio::time::sleep(every).await;
         let replaced = self_signed(&names).and_then(|(identity, new_hash)| {
             let tls = wtransport::tls::server::build_default_tls_config(identity);
             let config = server_config(addr, tls, &limits)?;

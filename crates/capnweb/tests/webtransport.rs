@@ -185,3 +185,38 @@ async fn the_crates_own_client_passes_capabilities_both_ways() {
     assert_eq!(order.get("total"), Some(&capnweb::Value::Float(59.98)));
     conn.close().await;
 }
+
+#[tokio::test]
+async fn a_self_signed_certificate_is_replaced_and_the_new_hash_is_served() {
+    let server = WebTransportServer::bind(
+        ([127, 0, 0, 1], 0).into(),
+        WebTransportTls::SelfSigned { names: vec!["127.0.0.1".into()] },
+        WebTransportLimits::default(),
+    )
+    .unwrap()
+    .rotating_every(Duration::from_secs(1));
+    let addr = server.local_addr();
+    let hash = server.certificate_hash().unwrap();
+    let first = hash.now();
+    let stop = CancellationToken::new();
+    tokio::spawn(server.serve(&["/rpc/wt"], |_| common::gateway(), Limits::default(), stop.clone()));
+    let _stop = stop.drop_guard();
+    let before = Served { addr, hash: first, _stop: CancellationToken::new().drop_guard() };
+    let open = connect(&before, "/rpc/wt").await.expect("the first certificate");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while hash.now() == first {
+        assert!(tokio::time::Instant::now() < deadline, "the certificate was not replaced");
+        // Looked at often, so the new one is used well before it is replaced in turn.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let after = Served { addr, hash: hash.now(), _stop: CancellationToken::new().drop_guard() };
+    let renewed = connect(&after, "/rpc/wt").await.expect("the new certificate");
+    let mut session = Lines::open(&renewed).await;
+    session.send(&[json!(["push", ["pipeline", 0, ["ping"], []]]), json!(["pull", 1])]).await;
+    assert_eq!(session.next().await, Some(json!(["resolve", 1, "pong"])));
+    assert!(connect(&before, "/rpc/wt").await.is_err(), "the old hash no longer matches new connections");
+    // A connection made before keeps its certificate and goes on.
+    let mut old = Lines::open(&open).await;
+    old.send(&[json!(["push", ["pipeline", 0, ["ping"], []]]), json!(["pull", 1])]).await;
+    assert_eq!(old.next().await, Some(json!(["resolve", 1, "pong"])));
+}
