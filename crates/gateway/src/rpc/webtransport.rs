@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::Json;
 use axum::Router;
+use axum::http::uri::Authority;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -27,6 +28,9 @@ pub const PATH: &str = "/rpc/wt";
 #[derive(Clone)]
 pub struct WebTransportInfo {
     pub port: u16,
+    /// On the HTTP port's number (the default): a client is sent to the number it reached us
+    /// at, which differs from ours when a proxy or a published container port maps it.
+    pub beside_http: bool,
     /// The self-signed certificate's hash; `None` when the gateway serves its TLS certificate.
     pub hash: Option<CertificateHash>,
 }
@@ -80,12 +84,12 @@ fn describe(info: Option<&WebTransportInfo>, headers: &HeaderMap) -> Response {
     let Some(info) = info else {
         return Problem::not_found("WebTransport is off on this gateway (WEBTRANSPORT_PORT=off).").into_response();
     };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.parse::<axum::http::uri::Authority>().ok())
-        .map(|a| a.host().to_string())
-        .unwrap_or_else(|| "localhost".into());
+    let authority = headers.get(header::HOST).and_then(|h| h.to_str().ok()).and_then(|h| h.parse::<Authority>().ok());
+    let host = authority.as_ref().map(|a| a.host().to_string()).unwrap_or_else(|| "localhost".into());
+    let port = match authority.as_ref().and_then(Authority::port_u16) {
+        Some(reached) if info.beside_http => reached,
+        _ => info.port,
+    };
     let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
     let hashes: Vec<_> = info
         .hash
@@ -94,6 +98,32 @@ fn describe(info: Option<&WebTransportInfo>, headers: &HeaderMap) -> Response {
             json!({"algorithm": "sha-256", "value": base64::engine::general_purpose::STANDARD.encode(hash.now())})
         })
         .collect();
-    Json(json!({"url": format!("https://{host}:{}{PATH}", info.port), "serverCertificateHashes": hashes}))
-        .into_response()
+    Json(json!({"url": format!("https://{host}:{port}{PATH}"), "serverCertificateHashes": hashes})).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(info: &WebTransportInfo, host: Option<&str>) -> String {
+        let mut headers = HeaderMap::new();
+        if let Some(host) = host {
+            headers.insert(header::HOST, host.parse().unwrap());
+        }
+        let answer = describe(Some(info), &headers);
+        let body = futures::executor::block_on(axum::body::to_bytes(answer.into_body(), 4096)).unwrap();
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()["url"].as_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn clients_are_sent_to_the_port_number_they_reached_unless_one_was_chosen() {
+        let beside = WebTransportInfo { port: 8080, beside_http: true, hash: None };
+        // A published container port (8090 → 8080) or a proxy: the number the client used.
+        assert_eq!(url(&beside, Some("127.0.0.1:8090")), "https://127.0.0.1:8090/rpc/wt");
+        assert_eq!(url(&beside, Some("shop.example")), "https://shop.example:8080/rpc/wt");
+        assert_eq!(url(&beside, Some("[::1]:8080")), "https://[::1]:8080/rpc/wt");
+        assert_eq!(url(&beside, None), "https://localhost:8080/rpc/wt");
+        let chosen = WebTransportInfo { port: 4433, beside_http: false, hash: None };
+        assert_eq!(url(&chosen, Some("127.0.0.1:8090")), "https://127.0.0.1:4433/rpc/wt");
+    }
 }
