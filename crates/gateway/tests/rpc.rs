@@ -332,3 +332,29 @@ async fn a_connection_may_keep_only_eight_order_feeds_open() {
     let other = client::connect(&format!("ws://{}/rpc/ws", gw.addr)).await.unwrap();
     assert!(other.main().call("watchOrder", vec![login.get("token").cloned().unwrap(), id]).await.is_ok());
 }
+
+/// A session remembers the users of the tokens it was shown, so later calls with the same
+/// token are cheap. A token that does not verify must not be remembered: each one a client
+/// sends would otherwise stay in the session's table (up to 4 KiB) for as long as the session
+/// lives, a table the edge's rate limit slows but never bounds.
+#[tokio::test]
+async fn a_session_does_not_keep_the_tokens_that_failed() {
+    let services = Services::start(&|s| s).await;
+    let config = gateway::Config::from_settings(&services.settings(), common::localhost(), 0).unwrap();
+    let state = gateway::AppState::start(config).await.unwrap();
+    let shop = gateway::rpc::Shop::new(state.shop_backend(), common::localhost());
+    let ctx = CallContext::direct();
+    for n in 0..50 {
+        let forged = format!("eyJhbGciOiJIUzI1NiJ9.{n}.{}", "x".repeat(2000));
+        let refused = shop.call("getUserProfile", vec![s(&forged)], &ctx).await.unwrap_err();
+        assert_eq!(refused.message, "Invalid or expired token");
+    }
+    assert_eq!(shop.remembered_tokens(), 0, "forged tokens kept by the session");
+    let http = reqwest::Client::new();
+    let gw = gateway(services.settings()).await;
+    let token = common::login(&http, &gw, "bob", "bob123").await["access_token"].as_str().unwrap().to_string();
+    shop.call("getUserProfile", vec![s(&token)], &ctx).await.unwrap();
+    shop.call("getUserProfile", vec![s(&token)], &ctx).await.unwrap();
+    assert_eq!(shop.remembered_tokens(), 1, "a valid token is remembered once");
+    services.finish().await;
+}

@@ -36,6 +36,9 @@ use crate::edge::Edge;
 mod watch;
 pub mod webtransport;
 
+/// Most distinct tokens one session keeps a user for (each holds the token and a profile).
+const MAX_TOKENS_PER_SESSION: usize = 256;
+
 /// The method a User capability answers with its session secret (see the module docs).
 pub const SEAL_METHOD: &str = "$seal";
 
@@ -107,6 +110,11 @@ impl Shop {
         Shop { backend, client, by_token: Mutex::default(), by_seal: Mutex::default(), feeds: Default::default() }
     }
 
+    /// How many tokens this session keeps a user for (diagnostics and tests).
+    pub fn remembered_tokens(&self) -> usize {
+        self.by_token.lock().expect("users lock").len()
+    }
+
     /// Counts a call against the caller's address, as a REST request would be (a sign-in also
     /// against the sign-in quota).
     async fn admit(&self, method: &str) -> Result<(), RpcError> {
@@ -156,17 +164,33 @@ impl Shop {
             let mut by_token = self.by_token.lock().expect("users lock");
             match by_token.get(token) {
                 Some(cell) => cell.clone(),
+                None if by_token.len() >= MAX_TOKENS_PER_SESSION => {
+                    return Err(RpcError::overloaded(format!(
+                        "a session may use at most {MAX_TOKENS_PER_SESSION} different tokens; open another"
+                    )));
+                }
                 None => by_token.entry(token.to_string()).or_default().clone(),
             }
         };
         let mut verified_here = false;
-        let user = cell
+        let verified = cell
             .get_or_try_init(|| {
                 verified_here = true;
                 self.user_from_token(token)
             })
-            .await?
-            .clone();
+            .await;
+        let user = match verified {
+            Ok(user) => user.clone(),
+            Err(e) => {
+                // Not remembered: a table of every bad token a client sent would grow for as
+                // long as the session lives.
+                let mut by_token = self.by_token.lock().expect("users lock");
+                if by_token.get(token).is_some_and(|kept| Arc::ptr_eq(kept, &cell) && !kept.initialized()) {
+                    by_token.remove(token);
+                }
+                return Err(e);
+            }
+        };
         if !verified_here {
             user.check_alive().await?;
         }
