@@ -422,11 +422,10 @@ impl RpcTarget for Shop {
 impl UserCap {
     /// A capability dies with its token: once the session behind it is logged out (or the
     /// token expires), it answers nothing.
+    /// The token this User was made from has neither expired nor been revoked (a logout).
     async fn check_alive(&self) -> Result<(), RpcError> {
         self.verifier
-            .verify(&self.token)
-            .await
-            .map(|_| ())
+            .still_valid(&self.principal)
             .map_err(|_| RpcError::cap_revoked("this User capability is no longer valid (signed out or expired)"))
     }
 

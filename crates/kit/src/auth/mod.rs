@@ -295,6 +295,26 @@ mod tests {
         assert_eq!(verifier.verify(&old).await.unwrap_err(), AuthError::Expired);
     }
 
+    /// A principal verified once stays valid until it expires or is revoked, checked without
+    /// its token.
+    #[tokio::test]
+    async fn a_verified_principal_is_still_valid_until_revoked_or_expired() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let settings = crate::config::Settings::from_pairs([("JWT_SECRET", secret)]);
+        let jwt = JwtSettings::from_settings(&settings.global()).unwrap();
+        let verifier =
+            TokenVerifier::new(&jwt, KeySource::Secret(jwt.secret.clone().unwrap()), RevocationSet::default());
+        let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+        let token = jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::HS256), &claims("user", &[]), &key);
+        let principal = verifier.verify(&token.unwrap()).await.unwrap();
+        assert_eq!(verifier.still_valid(&principal), Ok(()));
+        let mut lapsed = (*principal).clone();
+        lapsed.exp = unix_now() - 3600;
+        assert_eq!(verifier.still_valid(&lapsed), Err(AuthError::Expired));
+        verifier.revocations().revoke(&principal.jti, principal.exp);
+        assert_eq!(verifier.still_valid(&principal), Err(AuthError::Revoked));
+    }
+
     /// Service tokens are for one service each; user tokens are for the platform.
     #[tokio::test]
     async fn a_service_token_works_only_at_the_service_it_was_minted_for() {
