@@ -274,14 +274,18 @@ mod tests {
         assert!(!err.contains("your-secret-key"), "secret leaked into: {err}");
     }
 
-    #[tokio::test]
-    async fn hs256_round_trip_and_wrong_audience() {
-        let secret = "0123456789abcdef0123456789abcdef";
+    /// A verifier of HS256 tokens signed with `secret`, and the key that signs them.
+    fn hs256(secret: &str) -> (TokenVerifier, jsonwebtoken::EncodingKey) {
         let settings = crate::config::Settings::from_pairs([("JWT_SECRET", secret)]);
         let jwt = JwtSettings::from_settings(&settings.global()).unwrap();
         let verifier =
             TokenVerifier::new(&jwt, KeySource::Secret(jwt.secret.clone().unwrap()), RevocationSet::default());
-        let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+        (verifier, jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()))
+    }
+
+    #[tokio::test]
+    async fn hs256_round_trip_and_wrong_audience() {
+        let (verifier, key) = hs256("0123456789abcdef0123456789abcdef");
         let header = jsonwebtoken::Header::new(Algorithm::HS256);
         let good = jsonwebtoken::encode(&header, &claims("user", &["order.create"]), &key).unwrap();
         assert!(verifier.verify(&good).await.is_ok());
@@ -299,12 +303,7 @@ mod tests {
     /// its token.
     #[tokio::test]
     async fn a_verified_principal_is_still_valid_until_revoked_or_expired() {
-        let secret = "0123456789abcdef0123456789abcdef";
-        let settings = crate::config::Settings::from_pairs([("JWT_SECRET", secret)]);
-        let jwt = JwtSettings::from_settings(&settings.global()).unwrap();
-        let verifier =
-            TokenVerifier::new(&jwt, KeySource::Secret(jwt.secret.clone().unwrap()), RevocationSet::default());
-        let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+        let (verifier, key) = hs256("0123456789abcdef0123456789abcdef");
         let token = jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::HS256), &claims("user", &[]), &key);
         let principal = verifier.verify(&token.unwrap()).await.unwrap();
         assert_eq!(verifier.still_valid(&principal), Ok(()));
