@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use futures::{SinkExt as _, StreamExt as _};
+use futures::{Sink, SinkExt as _, Stream, StreamExt as _};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -61,8 +61,6 @@ pub async fn connect_with(
 ) -> Result<Connection, ClientError> {
     // Nagle's algorithm would hold the `pull` that follows each `push` for a delayed ACK.
     let (socket, _response) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
-    let (session, outbox) = Session::new(Capability::Local(local_main), TransportKind::WebSocket, limits);
-    let session = Arc::new(session);
     let (sink, stream) = socket.split();
     let sink = sink.with(|out: Outgoing| {
         futures::future::ready(Ok::<_, tokio_tungstenite::tungstenite::Error>(match out {
@@ -79,9 +77,7 @@ pub async fn connect_with(
         Ok(WsMessage::Close(_)) | Err(_) => Frame::Closed,
         Ok(_) => Frame::Ignored,
     });
-    let pumped = session.clone();
-    let pump = tokio::spawn(async move { pump(&pumped, outbox, sink, stream).await });
-    Ok(Connection { session, pump: Some(pump) })
+    Ok(Connection::run(local_main, TransportKind::WebSocket, limits, sink, stream, ()))
 }
 
 /// Opens a session over WebTransport (`https://…/rpc/wt`): a QUIC connection of its own and
@@ -94,20 +90,37 @@ pub async fn connect_webtransport(url: &str, config: wtransport::ClientConfig) -
     let opening = connection.open_bi().await.map_err(|e| failed(&e))?;
     let (send, recv) = opening.await.map_err(|e| failed(&e))?;
     let limits = Limits::default();
-    let max = limits.max_message_bytes;
-    let (session, outbox) = Session::new(Capability::Local(Arc::new(NoMain)), TransportKind::WebTransport, limits);
-    let session = Arc::new(session);
-    let pumped = session.clone();
-    let pump = tokio::spawn(async move {
-        let sink = crate::webtransport::lines_to(send);
-        pump(&pumped, outbox, sink, crate::webtransport::lines_from(recv, max)).await;
-        // The QUIC connection lives as long as its one session.
-        drop((connection, endpoint));
-    });
-    Ok(Connection { session, pump: Some(pump) })
+    let (sink, stream) =
+        (crate::webtransport::lines_to(send), crate::webtransport::lines_from(recv, limits.max_message_bytes));
+    // The QUIC connection lives as long as its one session.
+    Ok(Connection::run(Arc::new(NoMain), TransportKind::WebTransport, limits, sink, stream, (connection, endpoint)))
 }
 
 impl Connection {
+    /// A session moving messages over `sink` and `stream` until either ends; `holding` (what
+    /// the transport needs kept open) is dropped with it.
+    fn run<Si, St>(
+        local_main: Arc<dyn RpcTarget>,
+        kind: TransportKind,
+        limits: Limits,
+        sink: Si,
+        stream: St,
+        holding: impl Send + 'static,
+    ) -> Connection
+    where
+        Si: Sink<Outgoing> + Unpin + Send + 'static,
+        St: Stream<Item = Frame> + Unpin + Send + 'static,
+    {
+        let (session, outbox) = Session::new(Capability::Local(local_main), kind, limits);
+        let session = Arc::new(session);
+        let pumped = session.clone();
+        let pump = tokio::spawn(async move {
+            pump(&pumped, outbox, sink, stream).await;
+            drop(holding);
+        });
+        Connection { session, pump: Some(pump) }
+    }
+
     /// The server's main object.
     pub fn main(&self) -> Capability {
         self.session.peer_main()

@@ -229,7 +229,6 @@ fn start_gateway(settings: &Settings, host: IpAddr, port: u16) -> BoxFuture<'_, 
                 .map_err(|e| anyhow::anyhow!("the gateway cannot listen on {addr} for HTTP_REDIRECT_PORT: {e}"))?;
             also.push((listener, kit::tls::redirect_to_https(port)));
         }
-        let beside_http = config.webtransport == gateway::config::WebTransportPort::SameAsHttp;
         let webtransport = gateway::rpc::webtransport::bind(config.webtransport, host, port, tls.as_ref())
             .map_err(|e| anyhow::anyhow!("the gateway cannot serve WebTransport: {e}"))?;
         let mut state =
@@ -239,12 +238,8 @@ fn start_gateway(settings: &Settings, host: IpAddr, port: u16) -> BoxFuture<'_, 
             tls.report_to(state.metrics.clone());
         }
         let mut beside: Vec<Beside> = Vec::new();
-        if let Some(server) = webtransport {
-            state.webtransport = Some(gateway::rpc::webtransport::WebTransportInfo {
-                port: server.local_addr().port(),
-                beside_http,
-                hash: server.certificate_hash(),
-            });
+        if let Some((server, info)) = webtransport {
+            state.webtransport = Some(info);
             tracing::info!(addr = %server.local_addr(), "the Cap'n Web shop over WebTransport at /rpc/wt (UDP)");
             let backend = state.shop_backend();
             beside.push(Box::new(move |stop| Box::pin(gateway::rpc::webtransport::serve(server, backend, stop))));

@@ -192,7 +192,7 @@ impl Shop {
             }
         };
         if !verified_here {
-            user.check_alive().await?;
+            user.check_alive()?;
         }
         Ok(user)
     }
@@ -237,7 +237,7 @@ impl Shop {
             },
             _ => return Err(RpcError::bad_request("expected a User capability (or a token)")),
         };
-        user.check_alive().await?;
+        user.check_alive()?;
         Ok(user)
     }
 
@@ -423,7 +423,7 @@ impl UserCap {
     /// A capability dies with its token: once the session behind it is logged out (or the
     /// token expires), it answers nothing.
     /// The token this User was made from has neither expired nor been revoked (a logout).
-    async fn check_alive(&self) -> Result<(), RpcError> {
+    fn check_alive(&self) -> Result<(), RpcError> {
         self.verifier
             .still_valid(&self.principal)
             .map_err(|_| RpcError::cap_revoked("this User capability is no longer valid (signed out or expired)"))
@@ -447,7 +447,7 @@ impl RpcTarget for UserCap {
         _ctx: &'a CallContext,
     ) -> BoxFuture<'a, Result<Value, RpcError>> {
         Box::pin(kit::traces::procedure("gateway", "capnweb", "User", method, async move {
-            self.check_alive().await?;
+            self.check_alive()?;
             match method {
                 "getId" => Ok(Value::String(self.id.clone())),
                 "getUsername" => Ok(Value::String(self.username.clone())),

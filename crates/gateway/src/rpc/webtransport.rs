@@ -36,15 +36,15 @@ pub struct WebTransportInfo {
 }
 
 /// Binds the WebTransport endpoint `setting` asks for, beside an HTTP listener on `host`:`http_port`,
-/// presenting `tls` (the gateway's HTTPS certificate) or else a self-signed one. `Ok(None)`:
-/// off, or the default port was taken (logged; an explicit `WEBTRANSPORT_PORT` that cannot be
-/// bound is an error).
+/// presenting `tls` (the gateway's HTTPS certificate) or else a self-signed one, with what
+/// `GET /rpc/wt` is to say of it. `Ok(None)`: off, or the default port was taken (logged; an
+/// explicit `WEBTRANSPORT_PORT` that cannot be bound is an error).
 pub fn bind(
     setting: WebTransportPort,
     host: IpAddr,
     http_port: u16,
     tls: Option<&kit::tls::Tls>,
-) -> Result<Option<WebTransportServer>, String> {
+) -> Result<Option<(WebTransportServer, WebTransportInfo)>, String> {
     let (port, explicit) = match setting {
         WebTransportPort::Off => return Ok(None),
         WebTransportPort::SameAsHttp => (http_port, false),
@@ -61,7 +61,14 @@ pub fn bind(
         }
     };
     match WebTransportServer::bind(SocketAddr::new(host, port), certificate, WebTransportLimits::default()) {
-        Ok(server) => Ok(Some(server)),
+        Ok(server) => {
+            let info = WebTransportInfo {
+                port: server.local_addr().port(),
+                beside_http: !explicit,
+                hash: server.certificate_hash(),
+            };
+            Ok(Some((server, info)))
+        }
         Err(e) if !explicit => {
             tracing::warn!(error = %e, "no WebTransport: the UDP port is taken (set WEBTRANSPORT_PORT to choose one)");
             Ok(None)
