@@ -347,10 +347,19 @@ impl Upstream {
                 let Some(upstream) = upstream.upgrade() else { break };
                 for instance in &upstream.instances {
                     let url = format!("{}/health", instance.url.as_str().trim_end_matches('/'));
-                    let ok = matches!(
-                        client.get(url).timeout(Duration::from_secs(1)).send().await,
-                        Ok(res) if res.status().is_success()
-                    );
+                    // Asked the way requests reach it: in-process when this process serves it.
+                    let ok = match kit::local::find(&instance.url) {
+                        Some(router) => {
+                            let probe = axum::extract::Request::get(url).body(axum::body::Body::empty());
+                            let answer = async { kit::local::call(router, probe.ok()?).await.ok() };
+                            let answer = tokio::time::timeout(Duration::from_secs(1), answer).await;
+                            answer.ok().flatten().is_some_and(|res| res.status().is_success())
+                        }
+                        None => matches!(
+                            client.get(url).timeout(Duration::from_secs(1)).send().await,
+                            Ok(res) if res.status().is_success()
+                        ),
+                    };
                     instance.set_health(ok);
                 }
             }

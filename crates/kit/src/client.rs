@@ -181,28 +181,73 @@ impl ServiceClient {
                 }
             }
             let span = traced.map_or_else(tracing::Span::none, |(span, _)| span);
-            let sent = tracing::Instrument::instrument(build(req).send(), span.clone()).await;
-            if let Ok(res) = &sent {
+            let request = build(req);
+            let answered = match crate::local::find(base) {
+                Some(router) => tracing::Instrument::instrument(self.call_here(router, request), span.clone()).await,
+                None => match tracing::Instrument::instrument(request.send(), span.clone()).await {
+                    Ok(res) => Ok(res),
+                    Err(e) if e.is_timeout() => Err(UpstreamError::Timeout { service: self.inner.service }),
+                    Err(e) if e.is_connect() => {
+                        last_error = Some(e.to_string());
+                        continue;
+                    }
+                    Err(e) => Err(UpstreamError::Unreachable { service: self.inner.service, reason: e.to_string() }),
+                },
+            };
+            if let Ok(res) = &answered {
                 span.record("http.response.status_code", res.status().as_u16());
             }
-            match sent {
-                Ok(res) => return Ok(res),
-                Err(e) if e.is_timeout() => {
-                    return Err(UpstreamError::Timeout { service: self.inner.service });
-                }
-                Err(e) if e.is_connect() => {
-                    last_error = Some(e.to_string());
-                    continue;
-                }
-                Err(e) => {
-                    return Err(UpstreamError::Unreachable { service: self.inner.service, reason: e.to_string() });
-                }
-            }
+            return answered;
         }
         Err(UpstreamError::Unreachable {
             service: self.inner.service,
             reason: last_error.unwrap_or_else(|| "no instance".into()),
         })
+    }
+
+    /// The call handed to the router of a service this process serves ([`crate::local`]),
+    /// with what the HTTP client would have put on the wire (its headers and body, the Host)
+    /// and within the same time limit. The answer is read whole here (within
+    /// [`MAX_ANSWER_BYTES`], as over HTTP), so callers read it as any other.
+    async fn call_here(
+        &self,
+        router: axum::Router,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        use http_body_util::BodyExt;
+        let service = self.inner.service;
+        let unreachable = |reason: String| UpstreamError::Unreachable { service, reason };
+        let request = request.build().map_err(|e| unreachable(e.to_string()))?;
+        let limit = request.timeout().map_or(self.inner.total, |t| (*t).min(self.inner.total));
+        let host = request.url().host_str().map(|h| match request.url().port() {
+            Some(port) => format!("{h}:{port}"),
+            None => h.to_string(),
+        });
+        let request: http::Request<reqwest::Body> =
+            request.try_into().map_err(|e: reqwest::Error| unreachable(e.to_string()))?;
+        let (mut parts, body) = request.into_parts();
+        let body = body.as_bytes().map(bytes::Bytes::copy_from_slice).unwrap_or_default();
+        if let Some(host) = host.and_then(|h| http::HeaderValue::from_str(&h).ok()) {
+            parts.headers.insert(http::header::HOST, host);
+        }
+        let call = async {
+            let res = crate::local::call(router, axum::extract::Request::from_parts(parts, body.into()))
+                .await
+                .map_err(unreachable)?;
+            let (parts, body) = res.into_parts();
+            let bytes = http_body_util::Limited::new(body, MAX_ANSWER_BYTES).collect().await.map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    UpstreamError::Decode {
+                        service,
+                        reason: format!("the answer is larger than {MAX_ANSWER_BYTES} bytes"),
+                    }
+                } else {
+                    unreachable(e.to_string())
+                }
+            })?;
+            Ok(reqwest::Response::from(http::Response::from_parts(parts, bytes.to_bytes())))
+        };
+        tokio::time::timeout(limit, call).await.unwrap_or(Err(UpstreamError::Timeout { service }))
     }
 
     pub async fn read_json<T: DeserializeOwned>(&self, res: reqwest::Response) -> Result<T, UpstreamError> {
@@ -376,6 +421,59 @@ mod tests {
             }
         }
         assert_eq!(client.get_json::<Vec<u8>>("/at", None).await.unwrap().len(), (MAX_ANSWER_BYTES - 3) / 2 + 1);
+    }
+
+    /// Issue 18: a service this process serves is called in-process, with what HTTP would
+    /// carry (Host, the bearer token, the body), its errors and the caller's time limit; once
+    /// it stops, the call goes over HTTP again.
+    #[tokio::test]
+    async fn a_service_served_here_is_called_without_a_socket() {
+        use axum::routing::{get, post};
+        // Only this test of kit's uses in-process calls; a run with `IN_PROCESS_CALLS=off` still tries them here.
+        crate::local::set_enabled(true);
+        // An address nothing listens on: only the in-process path can answer there.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let app = axum::Router::new()
+            .route(
+                "/echo",
+                post(|headers: axum::http::HeaderMap, body: String| async move {
+                    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+                    axum::Json(
+                        serde_json::json!({"host": header("host"), "auth": header("authorization"), "body": body}),
+                    )
+                }),
+            )
+            .route("/missing", get(|| async { Problem::not_found("No such thing.") }))
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    "late"
+                }),
+            );
+        let here = crate::local::register(addr, app);
+        let base = Url::parse(&format!("http://{addr}")).unwrap();
+        let timeouts = ClientTimeouts { connect: Duration::from_millis(200), total: Duration::from_millis(300) };
+        let client = ServiceClient::new("catalog", vec![base], timeouts);
+
+        let body = bytes::Bytes::from_static(br#"{"a":1}"#);
+        let answer: serde_json::Value = client.json(Method::POST, "/echo", Some("t0k"), Some(body)).await.unwrap();
+        assert_eq!(answer, serde_json::json!({"host": addr.to_string(), "auth": "Bearer t0k", "body": r#"{"a":1}"#}));
+        match client.get_json::<serde_json::Value>("/missing", None).await {
+            Err(UpstreamError::Status { status: StatusCode::NOT_FOUND, problem: Some(problem), .. }) => {
+                assert_eq!(problem.detail.as_deref(), Some("No such thing."))
+            }
+            other => panic!("a problem answer was read as {other:?}"),
+        }
+        let started = std::time::Instant::now();
+        assert!(matches!(client.get_json::<String>("/slow", None).await, Err(UpstreamError::Timeout { .. })));
+        assert!(started.elapsed() < Duration::from_secs(2), "the time limit holds in-process too");
+
+        drop(here);
+        match client.get_json::<serde_json::Value>("/missing", None).await {
+            Err(UpstreamError::Unreachable { .. }) => {}
+            other => panic!("a stopped service still answered: {other:?}"),
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod docs;
 pub mod error;
 pub mod extract;
 pub mod layers;
+pub mod local;
 pub mod metrics;
 pub mod pagination;
 pub mod problem;

@@ -341,6 +341,8 @@ async fn serve_with(
     let graceful = GracefulShutdown::new();
     let _reloading = tls.as_ref().map(|tls| tls.watch(stop.clone()));
     let hsts = tls.as_ref().map(|tls| tls.hsts().clone());
+    // Other services of this process call this one in-process while it takes requests.
+    let served_here = crate::local::register(local, router.clone());
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -399,6 +401,7 @@ async fn serve_with(
             _ = stop.cancelled() => break,
         }
     }
+    drop(served_here);
     drop(listener);
     tokio::select! {
         _ = graceful.shutdown() => Ok(()),

@@ -75,6 +75,21 @@ impl TestServer {
         TestServer { addr, stop }
     }
 
+    /// As [`TestServer::start`], but only over the wire: no service of this process calls it
+    /// in-process ([`crate::local`]), so it sees what crossed the socket (framing headers
+    /// included), as a test of what goes on the wire needs.
+    pub async fn start_on_the_wire(router: Router) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let addr = listener.local_addr().expect("local addr");
+        let stop = CancellationToken::new();
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let stopped = stop.clone();
+        tokio::spawn(
+            async move { axum::serve(listener, service).with_graceful_shutdown(stopped.cancelled_owned()).await },
+        );
+        TestServer { addr, stop }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

@@ -39,10 +39,12 @@ fn reachable_url(host: IpAddr, listener: &TcpListener) -> anyhow::Result<String>
     })
 }
 
-/// Every service in one process, each on its own port, talking over loopback HTTP.
+/// Every service in one process, each on its own port. They call each other in-process
+/// (kit::local), or over loopback HTTP with `IN_PROCESS_CALLS=off`.
 pub async fn up(mut settings: Settings) -> anyhow::Result<()> {
     let started_at = Instant::now();
     let host: IpAddr = settings.global().parse_or(&["HOST"], IpAddr::V4(Ipv4Addr::LOCALHOST))?;
+    kit::local::set_enabled(settings.global().bool_or(&["IN_PROCESS_CALLS"], kit::local::enabled())?);
     share_a_fresh_service_secret(&mut settings);
     development_clients_unless_configured(&mut settings)?;
     services_believe_the_local_gateway(&mut settings);

@@ -76,9 +76,22 @@ impl Service<Try> for Send {
             headers.insert(kit::context::TRACEPARENT.clone(), traceparent);
         }
         let span = traced.map_or_else(tracing::Span::none, |(span, _)| span);
-        let sending = tracing::Instrument::instrument(self.client.request(outgoing), span.clone());
+        // A service this process serves (`ordermesh up`) is called in-process: its router, layers
+        // and all, with no socket between (kit::local).
+        let here = kit::local::find(&instance.url);
+        let client = self.client.clone();
         Box::pin(async move {
-            let sent = sending.await;
+            let sent = match here {
+                Some(router) => tracing::Instrument::instrument(kit::local::call(router, outgoing), span.clone())
+                    .await
+                    .map_err(Attempt::Failed),
+                None => tracing::Instrument::instrument(client.request(outgoing), span.clone())
+                    .await
+                    .map(|res| res.map(Body::new))
+                    .map_err(|e| {
+                        if e.is_connect() { Attempt::NotSent(e.to_string()) } else { Attempt::Failed(e.to_string()) }
+                    }),
+            };
             if let Ok(res) = &sent {
                 span.record("http.response.status_code", res.status().as_u16());
             }
@@ -87,11 +100,7 @@ impl Service<Try> for Send {
             if let Some(fault) = exchange.payload.client_fault() {
                 return Ok(Attempt::ClientFault(fault));
             }
-            Ok(match sent {
-                Ok(res) => Attempt::Response(res.map(Body::new)),
-                Err(e) if e.is_connect() => Attempt::NotSent(e.to_string()),
-                Err(e) => Attempt::Failed(e.to_string()),
-            })
+            Ok(sent.map_or_else(|failed| failed, Attempt::Response))
         })
     }
 }

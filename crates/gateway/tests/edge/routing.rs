@@ -296,3 +296,34 @@ async fn each_api_operation_is_counted_under_its_own_route() {
         "latency by operation too: {metrics}"
     );
 }
+
+/// Issue 18: a service this process serves (as in `ordermesh up`) is proxied to in-process.
+/// Nothing listens at this catalog's address, so only that path can answer; what it is handed
+/// is what it would have read off the wire. With `IN_PROCESS_CALLS=off` the same request finds
+/// no catalog.
+#[tokio::test]
+async fn a_service_served_in_this_process_is_proxied_to_without_a_socket() {
+    let services = Services::start(&|s| s).await;
+    let nowhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let catalog = Router::new().route("/health", get(|| async { "ok" })).route(
+        "/products/{id}",
+        get(|headers: HeaderMap| async move {
+            let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_string());
+            axum::Json(json!({"host": header("host"), "forwarded_for": header("x-forwarded-for"),
+                "request_id": header("x-request-id"), "deadline": header("x-request-timeout-ms")}))
+        }),
+    );
+    let _served = kit::local::register(nowhere, catalog);
+    let gw = gateway(services.settings().with("CATALOG_SERVICE_URL", format!("http://{nowhere}"))).await;
+    let res = reqwest::get(gw.url("/api/products/7")).await.unwrap();
+    if !kit::local::enabled() {
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "IN_PROCESS_CALLS=off, yet the catalog answered");
+        return;
+    }
+    assert_eq!(res.status(), StatusCode::OK);
+    let seen: Value = res.json().await.unwrap();
+    assert_eq!(seen["host"], nowhere.to_string());
+    assert_eq!(seen["forwarded_for"], "127.0.0.1");
+    assert!(seen["request_id"].as_str().is_some_and(|id| !id.is_empty()), "{seen}");
+    assert!(seen["deadline"].as_str().is_some_and(|ms| ms.parse::<u64>().is_ok()), "{seen}");
+}

@@ -491,7 +491,8 @@ async fn recording_upstream() -> (TestServer, Arc<std::sync::Mutex<Vec<String>>>
         }
     };
     let router = axum::Router::new().fallback(handler);
-    (TestServer::start(router).await, seen)
+    // What the gateway put on the wire, so not called in-process.
+    (TestServer::start_on_the_wire(router).await, seen)
 }
 
 #[tokio::test]
