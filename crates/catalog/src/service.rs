@@ -480,14 +480,13 @@ impl Catalog {
                 .collect(),
             false => Vec::new(),
         };
+        // The whole delivery in one transaction: one commit per batch, not per event.
+        let reservations: Vec<&str> = events.iter().filter_map(|e| effect_of(e).reservation()).collect();
+        let mut batch = self.store.begin_events(&reservations).await?;
         for (i, event) in events.iter().enumerate() {
-            let effect = match (event.kind.as_str(), event.reservation_id()) {
-                (ORDER_CREATED, Some(r)) => EventEffect::Commit(r),
-                (ORDER_CANCELLED, Some(r)) => EventEffect::Return(r),
-                _ => EventEffect::None,
-            };
+            let effect = effect_of(event);
             let acts = !matches!(effect, EventEffect::None);
-            let apply = self.store.apply_event(&event.id, &event.kind, &event.order_id, effect);
+            let apply = batch.apply(&event.id, &event.kind, &event.order_id, effect);
             let in_db = || self.store.db().span("INSERT", "processed_events");
             // The consumer's span is entered for the whole of its event's work, so that it
             // lasts as long as the work (its end is its last exit).
@@ -501,6 +500,7 @@ impl Catalog {
                 (true, false) => report.ignored += 1,
             }
         }
+        batch.commit().instrument(self.store.db().span("COMMIT", "processed_events")).await?;
         let (applied, duplicates) = (report.applied, report.duplicates);
         self.metrics.record(|| {
             metrics::counter!("events_consumed_total", "result" => "applied").increment(applied);
@@ -511,5 +511,15 @@ impl Catalog {
 
     pub fn reservation_ttl(&self) -> Duration {
         self.config.reservation_ttl
+    }
+}
+
+/// What an order event does to stock: a created order commits its reservation, a cancelled
+/// one returns its goods.
+fn effect_of(event: &Event) -> EventEffect<'_> {
+    match (event.kind.as_str(), event.reservation_id()) {
+        (ORDER_CREATED, Some(r)) => EventEffect::Commit(r),
+        (ORDER_CANCELLED, Some(r)) => EventEffect::Return(r),
+        _ => EventEffect::None,
     }
 }

@@ -76,8 +76,9 @@ async fn an_order_is_one_waterfall_on_the_admins_traces_page() {
         "catalog POST /reservations",
         "INSERT orders",
         "UPDATE stock",
-        // The reservation's commit, sent in the background after the answer, is in the trace.
-        "catalog POST /reservations/{id}/commit",
+        // The reservation's commit is the event's work, after the answer (issue 18: no
+        // separate call any more), and is in the trace too.
+        "catalog apply order.created",
     ] {
         assert!(waterfall.contains(span), "the waterfall of {id} has {span}");
     }

@@ -36,6 +36,8 @@ pub struct Config {
     pub event_subscribers: Vec<Url>,
     pub relay_batch: usize,
     pub relay_interval: Duration,
+    /// How long the relay waits, once woken by a new order, for others to share its batch.
+    pub relay_linger: Duration,
     pub revocation_poll: Duration,
 }
 
@@ -52,7 +54,22 @@ impl std::fmt::Debug for Config {
     }
 }
 
+/// The catalog's event endpoints, where events go without a broker unless told otherwise.
+fn catalogs_events(catalog: &[Url]) -> Vec<Url> {
+    catalog.iter().map(|c| c.join("events").expect("joinable")).collect()
+}
+
 impl Config {
+    /// Whether an order's event is what commits its reservation. It is when the relay hands
+    /// events to the catalog itself: the event then depends on nothing a direct commit call
+    /// would not (the catalog being up) and arrives as soon as the order is written, so a
+    /// second call and a second transaction per order would add nothing. Through a broker,
+    /// whose outage could outlast the reservation, or to other subscribers, the orders service
+    /// also commits it with a call.
+    pub fn events_commit_reservations(&self) -> bool {
+        self.nats.is_none() && self.event_subscribers == catalogs_events(&self.catalog)
+    }
+
     pub fn from_settings(settings: &Settings, default_host: IpAddr, port: u16) -> Result<Self, ConfigError> {
         let ServiceSettings { production, server, db, jwt, revocation_poll, .. } =
             ServiceSettings::from_settings(settings, "orders", default_host, port)?;
@@ -65,7 +82,7 @@ impl Config {
         )?;
         let event_subscribers = match s.lookup(&["EVENT_SUBSCRIBERS"]) {
             Some((key, value, origin)) => parse_instance_list(&key, &value, origin)?,
-            None => catalog.iter().map(|c| c.join("events").expect("joinable")).collect(),
+            None => catalogs_events(&catalog),
         };
         let timeout = s.duration_or(&["UPSTREAM_TIMEOUT"], Duration::from_secs(1), Duration::from_secs(5))?;
         Ok(Config {
@@ -97,6 +114,7 @@ impl Config {
                 if (1..=1000).contains(n) { Ok(()) } else { Err("must be between 1 and 1000".into()) }
             })?,
             relay_interval: s.duration_or(&["RELAY_INTERVAL"], Duration::from_millis(1), Duration::from_millis(500))?,
+            relay_linger: s.duration_or(&["RELAY_LINGER"], Duration::from_millis(1), Duration::from_millis(5))?,
             revocation_poll,
         })
     }

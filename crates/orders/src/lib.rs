@@ -83,12 +83,22 @@ impl AppState {
             wake: relay_wake.clone(),
             batch: config.relay_batch,
             interval: config.relay_interval,
+            linger: config.relay_linger,
             metrics: metrics.clone(),
         }
         .spawn();
         spawn_housekeeping(store.clone(), config.idempotency_ttl, metrics.clone());
-        let orders =
-            Arc::new(Orders { store, config, metrics: metrics.clone(), verifier, catalog, tokens, relay_wake });
+        let commit_by_call = !config.events_commit_reservations();
+        let orders = Arc::new(Orders {
+            store,
+            config,
+            metrics: metrics.clone(),
+            verifier,
+            catalog,
+            tokens,
+            relay_wake,
+            commit_by_call,
+        });
         Ok(AppState { orders, metrics })
     }
 }

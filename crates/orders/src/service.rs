@@ -44,6 +44,9 @@ pub struct Orders {
     pub(crate) catalog: ServiceClient,
     pub(crate) tokens: Arc<ServiceTokenSource>,
     pub(crate) relay_wake: Arc<Notify>,
+    /// Whether a placed order's reservation is also committed with a call
+    /// (`!config.events_commit_reservations()`).
+    pub(crate) commit_by_call: bool,
 }
 
 impl Orders {
@@ -95,8 +98,8 @@ impl Orders {
         }
     }
 
-    /// Reserve → check prices → write order + event (one transaction) → commit the
-    /// reservation. Whatever fails on the way releases what was reserved.
+    /// Reserve → check prices → write order + event (one transaction), whose event commits
+    /// the reservation. Whatever fails on the way releases what was reserved.
     async fn place(
         &self,
         caller: &Principal,
@@ -206,9 +209,12 @@ impl Orders {
                 return Err(e);
             }
         }
-        // The order exists now. Committing its stock is also what its order.created event
-        // does, so if this call fails the event finishes the job.
-        self.commit_later(&reservation_id);
+        // The order exists now; its order.created event commits its stock. Without a broker
+        // that is all (the relay is woken now); through one, a call does it at once too, and
+        // if that call fails the event finishes the job.
+        if self.commit_by_call {
+            self.commit_later(&reservation_id);
+        }
         self.relay_wake.notify_one();
         let elapsed = started.elapsed().as_secs_f64();
         self.metrics.record(|| {

@@ -1,16 +1,17 @@
-//! Order events applied exactly once: the event id is recorded in the transaction of its effect.
+//! Order events applied exactly once: the event id is recorded in the transaction of its effect,
+//! a batch of events in one transaction.
 
 use kit::db::now_ms;
 use sqlx::Row;
 
-use super::reservations::{commit_in, release_in};
+use super::reservations::{commit_if_held, commit_in, release_in};
 
 use super::*;
 use crate::error::{CatalogError, CatalogFailure, Result};
 
 impl Store {
-    /// Applies one order event exactly once: the event id is recorded in the same transaction
-    /// as its effect. Returns false for an event seen before.
+    /// Applies one order event exactly once (a batch of one). Returns false for an event seen
+    /// before.
     pub async fn apply_event(
         &self,
         event_id: &str,
@@ -18,7 +19,47 @@ impl Store {
         order_id: &str,
         effect: EventEffect<'_>,
     ) -> Result<bool> {
+        let reservations: Vec<&str> = effect.reservation().into_iter().collect();
+        let mut batch = self.begin_events(&reservations).await?;
+        let fresh = batch.apply(event_id, kind, order_id, effect).await?;
+        batch.commit().await?;
+        Ok(fresh)
+    }
+
+    /// One transaction for a batch of order events (one commit where there were as many as
+    /// events). On PostgreSQL it first locks every product the batch's reservations hold, in
+    /// product-id order, the order a reservation locks them in: two transactions that both
+    /// want products 3 and 5 then queue instead of deadlocking.
+    pub async fn begin_events(&self, reservations: &[&str]) -> Result<EventBatch> {
         let mut tx = self.db.begin_write().await?;
+        if self.db.backend() == kit::db::Backend::Postgres && !reservations.is_empty() {
+            let placeholders: Vec<String> = (1..=reservations.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT id FROM products WHERE id IN
+                   (SELECT product_id FROM reservation_lines WHERE reservation_id IN ({}))
+                 ORDER BY id FOR UPDATE",
+                placeholders.join(", ")
+            );
+            let mut lock = sqlx::query(&sql);
+            for id in reservations {
+                lock = lock.bind(*id);
+            }
+            lock.fetch_all(&mut *tx).await?;
+        }
+        Ok(EventBatch { tx })
+    }
+}
+
+/// Order events applied in one transaction: each takes effect once (its id is recorded with
+/// its effect) and all of them, or none, are committed.
+pub struct EventBatch {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+}
+
+impl EventBatch {
+    /// Applies one event of the batch. Returns false for an event seen before.
+    pub async fn apply(&mut self, event_id: &str, kind: &str, order_id: &str, effect: EventEffect<'_>) -> Result<bool> {
+        let tx = &mut self.tx;
         let fresh = sqlx::query(
             "INSERT INTO processed_events (event_id, event_type, order_id, processed_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (event_id) DO NOTHING",
@@ -27,20 +68,25 @@ impl Store {
         .bind(kind)
         .bind(order_id)
         .bind(now_ms())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?
         .rows_affected()
             == 1;
         if !fresh {
             return Ok(false);
         }
+        if let EventEffect::Commit(id) = effect
+            && commit_if_held(tx, id).await?
+        {
+            return Ok(true);
+        }
         // The effect runs inside a savepoint so that one refused part-way (a late commit that
         // finds too little stock for its second line) leaves no partial change behind while
         // the event itself is still recorded.
-        sqlx::query("SAVEPOINT event_effect").execute(&mut *tx).await?;
+        sqlx::query("SAVEPOINT event_effect").execute(&mut **tx).await?;
         let outcome = match effect {
-            EventEffect::Commit(id) => commit_in(&mut tx, id).await,
-            EventEffect::Return(id) => release_in(&mut tx, id).await,
+            EventEffect::Commit(id) => commit_in(tx, id).await,
+            EventEffect::Return(id) => release_in(tx, id).await,
             EventEffect::None => Ok(()),
         };
         let refused = match outcome {
@@ -58,11 +104,16 @@ impl Store {
             Err(e) => return Err(e),
         };
         let end = if refused { "ROLLBACK TO SAVEPOINT event_effect" } else { "RELEASE SAVEPOINT event_effect" };
-        sqlx::query(end).execute(&mut *tx).await?;
-        tx.commit().await?;
+        sqlx::query(end).execute(&mut **tx).await?;
         Ok(true)
     }
 
+    pub async fn commit(self) -> Result<()> {
+        Ok(self.tx.commit().await?)
+    }
+}
+
+impl Store {
     pub async fn processed_event_counts(&self) -> Result<Vec<(String, i64)>> {
         let rows = sqlx::query(
             "SELECT event_type, COUNT(*) AS n FROM processed_events GROUP BY event_type ORDER BY event_type",
@@ -96,4 +147,14 @@ pub enum EventEffect<'a> {
     Commit(&'a str),
     Return(&'a str),
     None,
+}
+
+impl<'a> EventEffect<'a> {
+    /// The reservation it settles, if any.
+    pub fn reservation(&self) -> Option<&'a str> {
+        match self {
+            EventEffect::Commit(id) | EventEffect::Return(id) => Some(id),
+            EventEffect::None => None,
+        }
+    }
 }

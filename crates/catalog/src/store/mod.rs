@@ -14,7 +14,7 @@ mod events;
 mod images;
 mod reservations;
 
-pub use events::EventEffect;
+pub use events::{EventBatch, EventEffect};
 pub use images::{ImageRow, Placement};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

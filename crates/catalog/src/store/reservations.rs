@@ -17,21 +17,15 @@ impl Store {
         lines: &[(ProductRef, i64)],
         expires_at: i64,
     ) -> Result<(ReservationRow, bool)> {
-        let mut tx = self.db.begin_write().await?;
-        if let Some((state, hash)) = reservation_header(&mut tx, id).await? {
-            let _ = state;
-            if hash != request_hash {
-                return Err(CatalogError::Conflict(format!("Reservation {id} already exists with different lines.")));
-            }
-            let row = load_reservation(&mut tx, id).await?;
-            tx.commit().await?;
-            return Ok((row.ok_or_else(|| CatalogError::NotFound(format!("No reservation {id}.")))?, false));
-        }
-        // Resolve references, merging lines that name the same product.
+        // Resolve references, merging lines that name the same product: read before the
+        // write lock is taken, so it is held for the writes only. Stock is checked where it is
+        // taken, under the lock (a product withdrawn since has none to give); a product sold
+        // without counting stock is sold as it was read a moment before.
+        let mut read = self.db.read().acquire().await?;
         let mut wanted: Vec<(ProductRow, i64)> = Vec::new();
         for (index, (reference, quantity)) in lines.iter().enumerate() {
             let product =
-                resolve(&mut tx, reference).await?.ok_or(CatalogError::Domain(CatalogFailure::UnknownProduct {
+                resolve(&mut read, reference).await?.ok_or(CatalogError::Domain(CatalogFailure::UnknownProduct {
                     line: index + 1,
                     reference: reference.to_string(),
                 }))?;
@@ -40,10 +34,39 @@ impl Store {
                 None => wanted.push((product, *quantity)),
             }
         }
+        drop(read);
+        let mut tx = self.db.begin_write().await?;
+        let now = now_ms();
+        // The id is claimed first, in the statement that would find it taken: a replay (or
+        // another instance's same reservation, which on PostgreSQL this waits for) answers with
+        // what exists, and a new one costs no look-up.
+        let claimed = sqlx::query(
+            "INSERT INTO reservations (id, state, request_hash, expires_at, created_at, updated_at)
+             VALUES ($1, 'held', $2, $3, $4, $4)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(request_hash)
+        .bind(expires_at)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !claimed {
+            let (_, hash) = reservation_header(&mut tx, id)
+                .await?
+                .ok_or_else(|| CatalogError::Conflict(format!("Reservation {id} is being settled; retry.")))?;
+            if hash != request_hash {
+                return Err(CatalogError::Conflict(format!("Reservation {id} already exists with different lines.")));
+            }
+            let row = load_reservation(&mut tx, id).await?;
+            tx.commit().await?;
+            return Ok((row.ok_or_else(|| CatalogError::NotFound(format!("No reservation {id}.")))?, false));
+        }
         // Row locks are always taken in product id order (here and where reservations are
         // committed or released), so two orders naming the same products cannot deadlock.
         wanted.sort_by_key(|(p, _)| p.id);
-        let now = now_ms();
         // A product sold without counting stock is always there; its lines hold nothing.
         for (product, quantity) in wanted.iter().filter(|(p, _)| p.tracks_stock()) {
             let taken = sqlx::query(
@@ -65,24 +88,6 @@ impl Store {
                     available: fresh.map(|p| p.available()).unwrap_or(0),
                 }));
             }
-        }
-        let inserted = sqlx::query(
-            "INSERT INTO reservations (id, state, request_hash, expires_at, created_at, updated_at)
-             VALUES ($1, 'held', $2, $3, $4, $4)",
-        )
-        .bind(id)
-        .bind(request_hash)
-        .bind(expires_at)
-        .bind(now)
-        .execute(&mut *tx)
-        .await;
-        if let Err(e) = inserted {
-            if is_unique_violation(&e) {
-                // Another catalog instance created the same reservation a moment ago: ours
-                // rolls back (returning its stock) and the caller sees theirs on retry.
-                return Err(CatalogError::Conflict(format!("Reservation {id} is being created concurrently; retry.")));
-            }
-            return Err(e.into());
         }
         for (product, quantity) in &wanted {
             sqlx::query(
@@ -284,19 +289,7 @@ pub(super) async fn commit_in(conn: &mut AnyConnection, id: &str) -> Result<()> 
         match state {
             ReservationState::Committed => return Ok(()),
             ReservationState::Held => {
-                if transition(conn, id, ReservationState::Held, ReservationState::Committed).await? {
-                    for (product, quantity) in line_quantities(conn, id).await? {
-                        sqlx::query(
-                            "UPDATE products SET stock_on_hand = stock_on_hand - $2,
-                                                 stock_reserved = stock_reserved - $2, updated_at = $3
-                             WHERE id = $1",
-                        )
-                        .bind(product)
-                        .bind(quantity)
-                        .bind(now)
-                        .execute(&mut *conn)
-                        .await?;
-                    }
+                if commit_if_held(conn, id).await? {
                     return Ok(());
                 }
             }
@@ -336,6 +329,29 @@ pub(super) async fn commit_in(conn: &mut AnyConnection, id: &str) -> Result<()> 
         }
     }
     Err(CatalogError::Internal(format!("reservation {id} kept changing while being committed")))
+}
+
+/// held → committed when it is held (false, and nothing changed, otherwise): the reserved
+/// stock leaves the shelf. The common case of a commit, tried first by an order's event
+/// without reading the reservation or opening a savepoint: nothing in it can fail half way.
+pub(super) async fn commit_if_held(conn: &mut AnyConnection, id: &str) -> Result<bool> {
+    if !transition(conn, id, ReservationState::Held, ReservationState::Committed).await? {
+        return Ok(false);
+    }
+    let now = now_ms();
+    for (product, quantity) in line_quantities(conn, id).await? {
+        sqlx::query(
+            "UPDATE products SET stock_on_hand = stock_on_hand - $2,
+                                 stock_reserved = stock_reserved - $2, updated_at = $3
+             WHERE id = $1",
+        )
+        .bind(product)
+        .bind(quantity)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(true)
 }
 
 /// held → released: the stock is available again; committed → returned: the goods go back
