@@ -104,6 +104,9 @@ impl Db {
                     AnyPoolOptions::new()
                         .max_connections(1)
                         .acquire_timeout(config.acquire_timeout)
+                        // A file has no other end to hang up: sqlx's ping before every
+                        // acquire (a round trip to the connection's thread) checks nothing.
+                        .test_before_acquire(false)
                         .after_connect(move |conn, _| {
                             let pragmas = pragmas.clone();
                             Box::pin(async move {
@@ -140,6 +143,7 @@ impl Db {
                 let read = AnyPoolOptions::new()
                     .max_connections(config.max_connections)
                     .acquire_timeout(config.acquire_timeout)
+                    .test_before_acquire(false)
                     .after_connect(move |conn, _| {
                         let pragmas = pragmas.clone();
                         Box::pin(async move {
