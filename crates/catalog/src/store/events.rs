@@ -27,24 +27,30 @@ impl Store {
     }
 
     /// One transaction for a batch of order events (one commit where there were as many as
-    /// events). On PostgreSQL it first locks every product the batch's reservations hold, in
-    /// product-id order, the order a reservation locks them in: two transactions that both
-    /// want products 3 and 5 then queue instead of deadlocking.
+    /// events). On PostgreSQL it first locks the batch's reservations and then the products
+    /// they hold, each in id order: every other writer takes a reservation before its
+    /// products (a commit, a release, the expiry sweeper) or holds no reservation another
+    /// can want (a new one), and takes products in id order, so no two transactions wait on
+    /// each other in a circle.
     pub async fn begin_events(&self, reservations: &[&str]) -> Result<EventBatch> {
         let mut tx = self.db.begin_write().await?;
         if self.db.backend() == kit::db::Backend::Postgres && !reservations.is_empty() {
-            let placeholders: Vec<String> = (1..=reservations.len()).map(|i| format!("${i}")).collect();
-            let sql = format!(
-                "SELECT id FROM products WHERE id IN
-                   (SELECT product_id FROM reservation_lines WHERE reservation_id IN ({}))
-                 ORDER BY id FOR UPDATE",
-                placeholders.join(", ")
-            );
-            let mut lock = sqlx::query(&sql);
-            for id in reservations {
-                lock = lock.bind(*id);
+            let list: Vec<String> = (1..=reservations.len()).map(|i| format!("${i}")).collect();
+            let list = list.join(", ");
+            for sql in [
+                format!("SELECT id FROM reservations WHERE id IN ({list}) ORDER BY id FOR UPDATE"),
+                format!(
+                    "SELECT id FROM products WHERE id IN
+                       (SELECT product_id FROM reservation_lines WHERE reservation_id IN ({list}))
+                     ORDER BY id FOR UPDATE"
+                ),
+            ] {
+                let mut lock = sqlx::query(&sql);
+                for id in reservations {
+                    lock = lock.bind(*id);
+                }
+                lock.fetch_all(&mut *tx).await?;
             }
-            lock.fetch_all(&mut *tx).await?;
         }
         Ok(EventBatch { tx })
     }
