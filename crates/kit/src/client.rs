@@ -219,15 +219,12 @@ impl ServiceClient {
         let unreachable = |reason: String| UpstreamError::Unreachable { service, reason };
         let request = request.build().map_err(|e| unreachable(e.to_string()))?;
         let limit = request.timeout().map_or(self.inner.total, |t| (*t).min(self.inner.total));
-        let host = request.url().host_str().map(|h| match request.url().port() {
-            Some(port) => format!("{h}:{port}"),
-            None => h.to_string(),
-        });
+        let host = http::HeaderValue::from_str(&request.url()[url::Position::BeforeHost..url::Position::AfterPort]);
         let request: http::Request<reqwest::Body> =
             request.try_into().map_err(|e: reqwest::Error| unreachable(e.to_string()))?;
         let (mut parts, body) = request.into_parts();
         let body = body.as_bytes().map(bytes::Bytes::copy_from_slice).unwrap_or_default();
-        if let Some(host) = host.and_then(|h| http::HeaderValue::from_str(&h).ok()) {
+        if let Ok(host) = host {
             parts.headers.insert(http::header::HOST, host);
         }
         let call = async {
