@@ -19,6 +19,9 @@ use sqlx::{AnyPool, ConnectOptions, Executor};
 
 use crate::config::{ConfigError, Scoped};
 
+mod statements;
+pub use statements::{AnyQuery, Statements};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,

@@ -20,7 +20,7 @@ pub mod service_settings;
 pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod test_certs;
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod tls;
 pub mod traces;
