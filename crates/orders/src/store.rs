@@ -1,6 +1,6 @@
 //! The orders service's SQL: orders, their items and history, idempotency keys, the outbox.
 
-use kit::db::{Db, now_ms};
+use kit::db::{AnyQuery, Db, Statements, now_ms};
 use kit::pagination::PageRequest;
 use sqlx::{AnyConnection, Row};
 
@@ -155,66 +155,63 @@ impl Store {
     /// Writes the order, its items, its first status, its event and (when given) the
     /// idempotent answer, all in one transaction.
     pub async fn insert_order(&self, new: NewOrder<'_>) -> Result<Inserted> {
-        let mut tx = self.db.begin_write().await?;
         let o = new.order;
-        if let Some(answer) = &new.idempotency {
-            // First, so a duplicate writes nothing else; ON CONFLICT waits for a racing
-            // transaction on PostgreSQL instead of aborting this one.
-            let claimed = sqlx::query(
-                "INSERT INTO idempotency_keys (user_id, idem_key, request_hash, state, status_code, response, order_id, created_at)
-                 VALUES ($1, $2, $3, 'done', $4, $5, $6, $7)
-                 ON CONFLICT (user_id, idem_key) DO NOTHING",
+        // Every write at once (one round trip on SQLite), built before the write lock is taken.
+        let mut writes = Statements::new();
+        // The key first, so a duplicate changes nothing else before it is rolled back;
+        // ON CONFLICT waits for a racing transaction on PostgreSQL instead of aborting this one.
+        let claim = new.idempotency.as_ref().map(|answer| {
+            writes.push(
+                sqlx::query(
+                    "INSERT INTO idempotency_keys (user_id, idem_key, request_hash, state, status_code, response, order_id, created_at)
+                     VALUES ($1, $2, $3, 'done', $4, $5, $6, $7)
+                     ON CONFLICT (user_id, idem_key) DO NOTHING",
+                )
+                .bind(answer.user_id)
+                .bind(answer.key)
+                .bind(answer.request_hash)
+                .bind(answer.status as i64)
+                .bind(answer.body)
+                .bind(&o.id)
+                .bind(o.created_at),
             )
-            .bind(answer.user_id)
-            .bind(answer.key)
-            .bind(answer.request_hash)
-            .bind(answer.status as i64)
-            .bind(answer.body)
-            .bind(&o.id)
-            .bind(o.created_at)
-            .execute(&mut *tx)
-            .await?;
-            if claimed.rows_affected() == 0 {
-                tx.rollback().await?;
-                return Ok(Inserted::KeyTaken);
-            }
-        }
-        sqlx::query(
-            "INSERT INTO orders (id, user_id, username, customer_name, status, total_cents, currency, reservation_id, version, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(&o.id)
-        .bind(&o.user_id)
-        .bind(o.username.as_deref())
-        .bind(o.customer_name.as_deref())
-        .bind(o.status.as_str())
-        .bind(o.total_cents)
-        .bind(&o.currency)
-        .bind(&o.reservation_id)
-        .bind(o.version)
-        .bind(o.created_at)
-        .bind(o.updated_at)
-        .execute(&mut *tx)
-        .await?;
-        for item in new.items {
+        });
+        writes.push(
             sqlx::query(
-                "INSERT INTO order_items (order_id, line_no, product_id, sku, name, unit_price_cents, quantity)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO orders (id, user_id, username, customer_name, status, total_cents, currency, reservation_id, version, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             )
-            .bind(&item.order_id)
-            .bind(item.line_no)
-            .bind(item.product_id)
-            .bind(&item.sku)
-            .bind(&item.name)
-            .bind(item.unit_price_cents)
-            .bind(item.quantity)
-            .execute(&mut *tx)
-            .await?;
+            .bind(&o.id)
+            .bind(&o.user_id)
+            .bind(o.username.as_deref())
+            .bind(o.customer_name.as_deref())
+            .bind(o.status.as_str())
+            .bind(o.total_cents)
+            .bind(&o.currency)
+            .bind(&o.reservation_id)
+            .bind(o.version)
+            .bind(o.created_at)
+            .bind(o.updated_at),
+        );
+        for item in new.items {
+            writes.push(
+                sqlx::query(
+                    "INSERT INTO order_items (order_id, line_no, product_id, sku, name, unit_price_cents, quantity)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&item.order_id)
+                .bind(item.line_no)
+                .bind(item.product_id)
+                .bind(&item.sku)
+                .bind(&item.name)
+                .bind(item.unit_price_cents)
+                .bind(item.quantity),
+            );
         }
-        insert_history(&mut tx, &o.id, 1, o.status.as_str(), new.changed_by, o.created_at, None).await?;
-        insert_outbox(&mut tx, new.event).await?;
-        tx.commit().await?;
-        Ok(Inserted::Yes)
+        writes.push(history_insert(&o.id, 1, o.status.as_str(), new.changed_by, o.created_at, None));
+        writes.push(outbox_insert(new.event));
+        let (_, kept) = self.db.write_all(writes, move |changed| claim.is_none_or(|at| changed[at] == 1)).await?;
+        Ok(if kept { Inserted::Yes } else { Inserted::KeyTaken })
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<(OrderRow, Vec<ItemRow>, Vec<HistoryRow>)>> {
@@ -303,8 +300,8 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await?
                 .try_get("next")?;
-        insert_history(&mut tx, &order.id, seq, to.as_str(), changed_by, now, note).await?;
-        insert_outbox(&mut tx, event).await?;
+        history_insert(&order.id, seq, to.as_str(), changed_by, now, note).execute(&mut *tx).await?;
+        outbox_insert(event).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -314,7 +311,7 @@ impl Store {
     /// time, and an expired lease (a relay that died) lets another take over.
     pub async fn claim_outbox(&self, limit: usize, lease_ms: i64) -> Result<Vec<OutboxRow>> {
         let now = now_ms();
-        let mut tx = self.db.begin_write().await?;
+        // One statement, atomic on its own: no transaction round trips around it.
         let rows = sqlx::query_as::<_, OutboxRow>(
             "UPDATE outbox SET claimed_until = $1, attempts = attempts + 1
              WHERE id IN (SELECT id FROM outbox
@@ -326,9 +323,8 @@ impl Store {
         .bind(now + lease_ms)
         .bind(now)
         .bind(limit as i64)
-        .fetch_all(&mut *tx)
+        .fetch_all(self.db.write())
         .await?;
-        tx.commit().await?;
         let mut rows = rows;
         rows.sort_by(|a, b| (a.occurred_at, &a.id).cmp(&(b.occurred_at, &b.id)));
         Ok(rows)
@@ -407,15 +403,14 @@ async fn items_of(conn: &mut AnyConnection, order_ids: &[String]) -> Result<Vec<
     Ok(out)
 }
 
-async fn insert_history(
-    conn: &mut AnyConnection,
-    order_id: &str,
+fn history_insert<'q>(
+    order_id: &'q str,
     seq: i64,
-    status: &str,
-    changed_by: &str,
+    status: &'q str,
+    changed_by: &'q str,
     at: i64,
-    note: Option<&str>,
-) -> Result<()> {
+    note: Option<&'q str>,
+) -> AnyQuery<'q> {
     sqlx::query(
         "INSERT INTO order_status_history (order_id, seq, status, changed_by, changed_at, note) VALUES ($1, $2, $3, $4, $5, $6)",
     )
@@ -425,14 +420,11 @@ async fn insert_history(
     .bind(changed_by)
     .bind(at)
     .bind(note)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// Written with the trace context of the request it belongs to, so the event's consumers
 /// can join that request's trace.
-async fn insert_outbox(conn: &mut AnyConnection, e: &OutboxEvent) -> Result<()> {
+fn outbox_insert(e: &OutboxEvent) -> AnyQuery<'_> {
     let trace = kit::context::RequestContext::current();
     sqlx::query(
         "INSERT INTO outbox (id, order_id, event_type, version, payload, occurred_at, traceparent, tracestate)
@@ -446,9 +438,6 @@ async fn insert_outbox(conn: &mut AnyConnection, e: &OutboxEvent) -> Result<()> 
     .bind(e.occurred_at)
     .bind(trace.as_ref().map(|c| c.traceparent()))
     .bind(trace.and_then(|c| c.tracestate.as_deref().map(str::to_string)))
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 #[cfg(test)]

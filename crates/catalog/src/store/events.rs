@@ -1,7 +1,7 @@
 //! Order events applied exactly once: the event id is recorded in the transaction of its effect,
 //! a batch of events in one transaction.
 
-use kit::db::now_ms;
+use kit::db::{Statements, now_ms};
 use sqlx::Row;
 
 use super::reservations::{commit_if_held, commit_in, release_in};
@@ -66,24 +66,30 @@ impl EventBatch {
     /// Applies one event of the batch. Returns false for an event seen before.
     pub async fn apply(&mut self, event_id: &str, kind: &str, order_id: &str, effect: EventEffect<'_>) -> Result<bool> {
         let tx = &mut self.tx;
-        let fresh = sqlx::query(
-            "INSERT INTO processed_events (event_id, event_type, order_id, processed_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (event_id) DO NOTHING",
-        )
-        .bind(event_id)
-        .bind(kind)
-        .bind(order_id)
-        .bind(now_ms())
-        .execute(&mut **tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !fresh {
+        let now = now_ms();
+        // The event is recorded and, for a created order, its reservation committed while held,
+        // in one go (one round trip on SQLite). A held reservation has had no commit event yet
+        // (states only move on from held), so a duplicate finds nothing held to commit again.
+        let mut writes = Statements::new();
+        let record = writes.push(
+            sqlx::query(
+                "INSERT INTO processed_events (event_id, event_type, order_id, processed_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (event_id) DO NOTHING",
+            )
+            .bind(event_id)
+            .bind(kind)
+            .bind(order_id)
+            .bind(now),
+        );
+        let committed = match effect {
+            EventEffect::Commit(id) => commit_if_held(id, now).into_iter().map(|write| writes.push(write)).last(),
+            _ => None,
+        };
+        let changed = writes.run(tx).await?;
+        if changed[record] != 1 {
             return Ok(false);
         }
-        if let EventEffect::Commit(id) = effect
-            && commit_if_held(tx, id).await?
-        {
+        if committed.is_some_and(|at| changed[at] == 1) {
             return Ok(true);
         }
         // The effect runs inside a savepoint so that one refused part-way (a late commit that

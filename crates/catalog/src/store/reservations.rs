@@ -1,6 +1,6 @@
 //! Reservations: every line or none, then committed, released or expired, each exactly once.
 
-use kit::db::now_ms;
+use kit::db::{AnyQuery, Statements, now_ms};
 use sqlx::{AnyConnection, Row};
 
 use super::*;
@@ -35,74 +35,77 @@ impl Store {
             }
         }
         drop(read);
-        let mut tx = self.db.begin_write().await?;
-        let now = now_ms();
-        // The id is claimed first, in the statement that would find it taken: a replay (or
-        // another instance's same reservation, which on PostgreSQL this waits for) answers with
-        // what exists, and a new one costs no look-up.
-        let claimed = sqlx::query(
-            "INSERT INTO reservations (id, state, request_hash, expires_at, created_at, updated_at)
-             VALUES ($1, 'held', $2, $3, $4, $4)
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(id)
-        .bind(request_hash)
-        .bind(expires_at)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !claimed {
-            let (_, hash) = reservation_header(&mut tx, id)
-                .await?
-                .ok_or_else(|| CatalogError::Conflict(format!("Reservation {id} is being settled; retry.")))?;
-            if hash != request_hash {
-                return Err(CatalogError::Conflict(format!("Reservation {id} already exists with different lines.")));
-            }
-            let row = load_reservation(&mut tx, id).await?;
-            tx.commit().await?;
-            return Ok((row.ok_or_else(|| CatalogError::NotFound(format!("No reservation {id}.")))?, false));
-        }
         // Row locks are always taken in product id order (here and where reservations are
         // committed or released), so two orders naming the same products cannot deadlock.
         wanted.sort_by_key(|(p, _)| p.id);
-        // A product sold without counting stock is always there; its lines hold nothing.
-        for (product, quantity) in wanted.iter().filter(|(p, _)| p.tracks_stock()) {
-            let taken = sqlx::query(
-                "UPDATE products SET stock_reserved = stock_reserved + $2, updated_at = $3
-                 WHERE id = $1 AND active = 1 AND stock_on_hand - stock_reserved >= $2",
-            )
-            .bind(product.id)
-            .bind(quantity)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if taken != 1 {
-                let fresh = self.get_for_write(&mut tx, product.id).await?;
-                return Err(CatalogError::Domain(CatalogFailure::InsufficientStock {
-                    product_id: product.id,
-                    sku: product.sku.clone(),
-                    requested: *quantity,
-                    available: fresh.map(|p| p.available()).unwrap_or(0),
-                }));
-            }
-        }
-        for (product, quantity) in &wanted {
+        let now = now_ms();
+        // Every write at once (one round trip on SQLite), checked afterwards: the transaction
+        // is rolled back unless each did what it had to.
+        let mut writes = Statements::new();
+        // The id is claimed first, in the statement that would find it taken: a replay (or
+        // another instance's same reservation, which on PostgreSQL this waits for) answers with
+        // what exists, and a new one costs no look-up.
+        let claim = writes.push(
             sqlx::query(
-                "INSERT INTO reservation_lines (reservation_id, product_id, quantity, unit_price_cents, holds_stock)
-                 VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO reservations (id, state, request_hash, expires_at, created_at, updated_at)
+                 VALUES ($1, 'held', $2, $3, $4, $4)
+                 ON CONFLICT (id) DO NOTHING",
             )
             .bind(id)
-            .bind(product.id)
-            .bind(quantity)
-            .bind(product.price_cents)
-            .bind(i64::from(product.tracks_stock()))
-            .execute(&mut *tx)
-            .await?;
+            .bind(request_hash)
+            .bind(expires_at)
+            .bind(now),
+        );
+        // A product sold without counting stock is always there; its lines hold nothing.
+        let takes: Vec<(usize, &ProductRow, i64)> = wanted
+            .iter()
+            .filter(|(p, _)| p.tracks_stock())
+            .map(|(product, quantity)| {
+                let at = writes.push(
+                    sqlx::query(
+                        "UPDATE products SET stock_reserved = stock_reserved + $2, updated_at = $3
+                         WHERE id = $1 AND active = 1 AND stock_on_hand - stock_reserved >= $2",
+                    )
+                    .bind(product.id)
+                    .bind(*quantity)
+                    .bind(now),
+                );
+                (at, product, *quantity)
+            })
+            .collect();
+        for (product, quantity) in &wanted {
+            // A replay's lines exist already; it is rolled back below, not refused here.
+            writes.push(
+                sqlx::query(
+                    "INSERT INTO reservation_lines (reservation_id, product_id, quantity, unit_price_cents, holds_stock)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (reservation_id, product_id) DO NOTHING",
+                )
+                .bind(id)
+                .bind(product.id)
+                .bind(*quantity)
+                .bind(product.price_cents)
+                .bind(i64::from(product.tracks_stock())),
+            );
         }
-        tx.commit().await?;
+        let at: Vec<usize> = takes.iter().map(|(at, _, _)| *at).collect();
+        let (changed, kept) = self
+            .db
+            .write_all(writes, move |changed| changed[claim] == 1 && at.iter().all(|i| changed[*i] == 1))
+            .await?;
+        if !kept && changed[claim] != 1 {
+            return self.reserved_before(id, request_hash).await;
+        }
+        if let Some(&(_, product, quantity)) = takes.iter().find(|(at, _, _)| changed[*at] != 1) {
+            let mut conn = self.db.write().acquire().await?;
+            let fresh = self.get_for_write(&mut conn, product.id).await?;
+            return Err(CatalogError::Domain(CatalogFailure::InsufficientStock {
+                product_id: product.id,
+                sku: product.sku.clone(),
+                requested: quantity,
+                available: fresh.map(|p| p.available()).unwrap_or(0),
+            }));
+        }
         let row = ReservationRow {
             id: id.to_string(),
             state: ReservationState::Held,
@@ -120,6 +123,19 @@ impl Store {
                 .collect(),
         };
         Ok((row, true))
+    }
+
+    /// The reservation a replay of `id` finds: the same one when the request matches.
+    async fn reserved_before(&self, id: &str, request_hash: &str) -> Result<(ReservationRow, bool)> {
+        let mut conn = self.db.write().acquire().await?;
+        let (_, hash) = reservation_header(&mut conn, id)
+            .await?
+            .ok_or_else(|| CatalogError::Conflict(format!("Reservation {id} is being settled; retry.")))?;
+        if hash != request_hash {
+            return Err(CatalogError::Conflict(format!("Reservation {id} already exists with different lines.")));
+        }
+        let row = load_reservation(&mut conn, id).await?;
+        Ok((row.ok_or_else(|| CatalogError::NotFound(format!("No reservation {id}.")))?, false))
     }
 
     pub async fn reservation(&self, id: &str) -> Result<Option<ReservationRow>> {
@@ -289,7 +305,8 @@ pub(super) async fn commit_in(conn: &mut AnyConnection, id: &str) -> Result<()> 
         match state {
             ReservationState::Committed => return Ok(()),
             ReservationState::Held => {
-                if commit_if_held(conn, id).await? {
+                let changed = commit_if_held(id, now).into_iter().collect::<Statements>().run(conn).await?;
+                if changed.last() == Some(&1) {
                     return Ok(());
                 }
             }
@@ -331,27 +348,26 @@ pub(super) async fn commit_in(conn: &mut AnyConnection, id: &str) -> Result<()> 
     Err(CatalogError::Internal(format!("reservation {id} kept changing while being committed")))
 }
 
-/// held → committed when it is held (false, and nothing changed, otherwise): the reserved
-/// stock leaves the shelf. The common case of a commit, tried first by an order's event
-/// without reading the reservation or opening a savepoint: nothing in it can fail half way.
-pub(super) async fn commit_if_held(conn: &mut AnyConnection, id: &str) -> Result<bool> {
-    if !transition(conn, id, ReservationState::Held, ReservationState::Committed).await? {
-        return Ok(false);
-    }
-    let now = now_ms();
-    for (product, quantity) in line_quantities(conn, id).await? {
+/// held → committed, as two writes to run with others: the reserved stock leaves the shelf,
+/// then the reservation is marked committed, each only while it is held, so the second's count
+/// says whether it was (and nothing changed if not). The common case of a commit, tried first
+/// by an order's event without reading the reservation or opening a savepoint: nothing in it
+/// can fail half way.
+pub(super) fn commit_if_held(id: &str, now: i64) -> [AnyQuery<'_>; 2] {
+    [
         sqlx::query(
-            "UPDATE products SET stock_on_hand = stock_on_hand - $2,
-                                 stock_reserved = stock_reserved - $2, updated_at = $3
-             WHERE id = $1",
+            "UPDATE products SET stock_on_hand = stock_on_hand - l.quantity,
+                                 stock_reserved = stock_reserved - l.quantity, updated_at = $2
+             FROM reservation_lines l JOIN reservations r ON r.id = l.reservation_id
+             WHERE l.product_id = products.id AND l.reservation_id = $1 AND l.holds_stock = 1
+               AND r.state = 'held'",
         )
-        .bind(product)
-        .bind(quantity)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(true)
+        .bind(id)
+        .bind(now),
+        sqlx::query("UPDATE reservations SET state = 'committed', updated_at = $2 WHERE id = $1 AND state = 'held'")
+            .bind(id)
+            .bind(now),
+    ]
 }
 
 /// held → released: the stock is available again; committed → returned: the goods go back
