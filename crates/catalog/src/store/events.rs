@@ -4,7 +4,7 @@
 use kit::db::{Statements, now_ms};
 use sqlx::Row;
 
-use super::reservations::{commit_if_held, commit_in, release_in};
+use super::reservations::{commit_if_held, commit_in, lock_for_settling, release_in};
 
 use super::*;
 use crate::error::{CatalogError, CatalogFailure, Result};
@@ -27,31 +27,11 @@ impl Store {
     }
 
     /// One transaction for a batch of order events (one commit where there were as many as
-    /// events). On PostgreSQL it first locks the batch's reservations and then the products
-    /// they hold, each in id order: every other writer takes a reservation before its
-    /// products (a commit, a release, the expiry sweeper) or holds no reservation another
-    /// can want (a new one), and takes products in id order, so no two transactions wait on
-    /// each other in a circle.
+    /// events), holding on PostgreSQL the locks of every reservation it settles and of their
+    /// products ([`lock_for_settling`]).
     pub async fn begin_events(&self, reservations: &[&str]) -> Result<EventBatch> {
         let mut tx = self.db.begin_write().await?;
-        if self.db.backend() == kit::db::Backend::Postgres && !reservations.is_empty() {
-            let list: Vec<String> = (1..=reservations.len()).map(|i| format!("${i}")).collect();
-            let list = list.join(", ");
-            for sql in [
-                format!("SELECT id FROM reservations WHERE id IN ({list}) ORDER BY id FOR UPDATE"),
-                format!(
-                    "SELECT id FROM products WHERE id IN
-                       (SELECT product_id FROM reservation_lines WHERE reservation_id IN ({list}))
-                     ORDER BY id FOR UPDATE"
-                ),
-            ] {
-                let mut lock = sqlx::query(&sql);
-                for id in reservations {
-                    lock = lock.bind(*id);
-                }
-                lock.fetch_all(&mut *tx).await?;
-            }
-        }
+        lock_for_settling(&mut tx, reservations).await?;
         Ok(EventBatch { tx })
     }
 }

@@ -22,13 +22,18 @@ impl Store {
         // taken, under the lock (a product withdrawn since has none to give); a product sold
         // without counting stock is sold as it was read a moment before.
         let mut read = self.db.read().acquire().await?;
+        let named = by_id_or_sku(&mut read, lines).await?;
         let mut wanted: Vec<(ProductRow, i64)> = Vec::new();
         for (index, (reference, quantity)) in lines.iter().enumerate() {
-            let product =
-                resolve(&mut read, reference).await?.ok_or(CatalogError::Domain(CatalogFailure::UnknownProduct {
-                    line: index + 1,
-                    reference: reference.to_string(),
-                }))?;
+            let product = match reference {
+                ProductRef::Id(id) => named.iter().find(|p| p.id == *id).cloned(),
+                ProductRef::Sku(sku) => named.iter().find(|p| p.sku == sku.to_ascii_uppercase()).cloned(),
+                ProductRef::Name(_) => resolve(&mut read, reference).await?,
+            }
+            .ok_or(CatalogError::Domain(CatalogFailure::UnknownProduct {
+                line: index + 1,
+                reference: reference.to_string(),
+            }))?;
             match wanted.iter_mut().find(|(p, _)| p.id == product.id) {
                 Some((_, q)) => *q += quantity,
                 None => wanted.push((product, *quantity)),
@@ -147,6 +152,7 @@ impl Store {
     /// is still there, so a late commit of a live order does not lose its goods.
     pub async fn commit(&self, id: &str) -> Result<ReservationRow> {
         let mut tx = self.db.begin_write().await?;
+        lock_for_settling(&mut tx, &[id]).await?;
         commit_in(&mut tx, id).await?;
         let row = load_reservation(&mut tx, id).await?;
         tx.commit().await?;
@@ -182,6 +188,40 @@ impl Store {
         .await?;
         rows.into_iter().map(|r| Ok(r.try_get("id")?)).collect()
     }
+}
+
+/// The active products the lines name by id or SKU, in one query (a name may match several
+/// products, so names are looked up one by one by [`resolve`]).
+async fn by_id_or_sku(conn: &mut AnyConnection, lines: &[(ProductRef, i64)]) -> Result<Vec<ProductRow>> {
+    let mut ids = Vec::new();
+    let mut skus = Vec::new();
+    for (reference, _) in lines {
+        match reference {
+            ProductRef::Id(id) => ids.push(*id),
+            ProductRef::Sku(sku) => skus.push(sku.to_ascii_uppercase()),
+            ProductRef::Name(_) => {}
+        }
+    }
+    if ids.is_empty() && skus.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders = |from: usize, n: usize| (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+    let mut wanted = Vec::new();
+    if !ids.is_empty() {
+        wanted.push(format!("id IN ({})", placeholders(1, ids.len())));
+    }
+    if !skus.is_empty() {
+        wanted.push(format!("sku IN ({})", placeholders(ids.len() + 1, skus.len())));
+    }
+    let sql = format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE active = 1 AND ({})", wanted.join(" OR "));
+    let mut query = sqlx::query_as::<_, ProductRow>(&sql);
+    for id in ids {
+        query = query.bind(id);
+    }
+    for sku in skus {
+        query = query.bind(sku);
+    }
+    Ok(query.fetch_all(conn).await?)
 }
 
 async fn resolve(conn: &mut AnyConnection, reference: &ProductRef) -> Result<Option<ProductRow>> {
@@ -348,11 +388,41 @@ pub(super) async fn commit_in(conn: &mut AnyConnection, id: &str) -> Result<()> 
     Err(CatalogError::Internal(format!("reservation {id} kept changing while being committed")))
 }
 
-/// held → committed, as two writes to run with others: the reserved stock leaves the shelf,
-/// then the reservation is marked committed, each only while it is held, so the second's count
-/// says whether it was (and nothing changed if not). The common case of a commit, tried first
-/// by an order's event without reading the reservation or opening a savepoint: nothing in it
-/// can fail half way.
+/// On PostgreSQL, locks the reservations and then the products they hold, each in id order:
+/// every other writer takes a reservation before its products (a commit, a release, the
+/// expiry sweeper) or holds no reservation another can want (a new one), and takes products
+/// in id order, so no two transactions wait on each other in a circle. SQLite has one writer
+/// at a time and needs none of it.
+pub(super) async fn lock_for_settling(conn: &mut AnyConnection, reservations: &[&str]) -> Result<()> {
+    if conn.backend_name() == "SQLite" || reservations.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = (1..=reservations.len()).map(|i| format!("${i}")).collect();
+    let list = list.join(", ");
+    for sql in [
+        format!("SELECT id FROM reservations WHERE id IN ({list}) ORDER BY id FOR UPDATE"),
+        format!(
+            "SELECT id FROM products WHERE id IN
+               (SELECT product_id FROM reservation_lines WHERE reservation_id IN ({list}))
+             ORDER BY id FOR UPDATE"
+        ),
+    ] {
+        let mut lock = sqlx::query(&sql);
+        for id in reservations {
+            lock = lock.bind(*id);
+        }
+        lock.fetch_all(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// held → committed, as two writes to run with others (one round trip on SQLite): the
+/// reserved stock leaves the shelf, then the reservation is marked committed, each only while
+/// it is held, so the second's count says whether it was (and nothing changed if not). The
+/// common case of a commit, tried first by an order's event without reading the reservation
+/// or opening a savepoint: nothing in it can fail half way. On PostgreSQL the caller holds
+/// the locks of [`lock_for_settling`] first: the products' update takes its row locks in no
+/// set order, and the reservation's state must not move between the two writes.
 pub(super) fn commit_if_held(id: &str, now: i64) -> [AnyQuery<'_>; 2] {
     [
         sqlx::query(
