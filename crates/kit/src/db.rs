@@ -28,6 +28,13 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// The backend behind one connection of the `Any` driver.
+    pub fn of(conn: &sqlx::AnyConnection) -> Self {
+        if conn.backend_name() == "SQLite" { Backend::Sqlite } else { Backend::Postgres }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DbConfig {
     pub url: String,

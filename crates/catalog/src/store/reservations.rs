@@ -1,6 +1,6 @@
 //! Reservations: every line or none, then committed, released or expired, each exactly once.
 
-use kit::db::{AnyQuery, Statements, now_ms};
+use kit::db::{AnyQuery, Backend, Statements, now_ms};
 use sqlx::{AnyConnection, Row};
 
 use super::*;
@@ -28,7 +28,7 @@ impl Store {
             let product = match reference {
                 ProductRef::Id(id) => named.iter().find(|p| p.id == *id).cloned(),
                 ProductRef::Sku(sku) => named.iter().find(|p| p.sku == sku.to_ascii_uppercase()).cloned(),
-                ProductRef::Name(_) => resolve(&mut read, reference).await?,
+                ProductRef::Name(name) => by_name(&mut read, name, reference).await?,
             }
             .ok_or(CatalogError::Domain(CatalogFailure::UnknownProduct {
                 line: index + 1,
@@ -191,7 +191,7 @@ impl Store {
 }
 
 /// The active products the lines name by id or SKU, in one query (a name may match several
-/// products, so names are looked up one by one by [`resolve`]).
+/// products, so names are looked up one by one by [`by_name`]).
 async fn by_id_or_sku(conn: &mut AnyConnection, lines: &[(ProductRef, i64)]) -> Result<Vec<ProductRow>> {
     let mut ids = Vec::new();
     let mut skus = Vec::new();
@@ -224,21 +224,11 @@ async fn by_id_or_sku(conn: &mut AnyConnection, lines: &[(ProductRef, i64)]) -> 
     Ok(query.fetch_all(conn).await?)
 }
 
-async fn resolve(conn: &mut AnyConnection, reference: &ProductRef) -> Result<Option<ProductRow>> {
-    let (sql, bind) = match reference {
-        ProductRef::Id(id) => {
-            let sql = format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE id = $1 AND active = 1");
-            return Ok(sqlx::query_as::<_, ProductRow>(&sql).bind(*id).fetch_optional(conn).await?);
-        }
-        ProductRef::Sku(sku) => {
-            (format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE sku = $1 AND active = 1"), sku.to_ascii_uppercase())
-        }
-        ProductRef::Name(name) => (
-            format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE LOWER(name) = $1 AND active = 1 ORDER BY id LIMIT 2"),
-            name.trim().to_lowercase(),
-        ),
-    };
-    let mut rows = sqlx::query_as::<_, ProductRow>(&sql).bind(bind).fetch_all(conn).await?;
+/// The active product a line names by its name (`reference`), if exactly one has it.
+async fn by_name(conn: &mut AnyConnection, name: &str, reference: &ProductRef) -> Result<Option<ProductRow>> {
+    let sql =
+        format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE LOWER(name) = $1 AND active = 1 ORDER BY id LIMIT 2");
+    let mut rows = sqlx::query_as::<_, ProductRow>(&sql).bind(name.trim().to_lowercase()).fetch_all(conn).await?;
     if rows.len() > 1 {
         return Err(CatalogError::invalid(
             "items",
@@ -394,7 +384,7 @@ pub(super) async fn commit_in(conn: &mut AnyConnection, id: &str) -> Result<()> 
 /// in id order, so no two transactions wait on each other in a circle. SQLite has one writer
 /// at a time and needs none of it.
 pub(super) async fn lock_for_settling(conn: &mut AnyConnection, reservations: &[&str]) -> Result<()> {
-    if conn.backend_name() == "SQLite" || reservations.is_empty() {
+    if Backend::of(conn) == Backend::Sqlite || reservations.is_empty() {
         return Ok(());
     }
     let list: Vec<String> = (1..=reservations.len()).map(|i| format!("${i}")).collect();

@@ -65,7 +65,7 @@ impl<'q> Statements<'q> {
         if self.queries.is_empty() {
             return Ok(Vec::new());
         }
-        if conn.backend_name() != "SQLite" || self.queries.len() == 1 {
+        if Backend::of(conn) != Backend::Sqlite || self.queries.len() == 1 {
             let mut counts = Vec::with_capacity(self.queries.len());
             for query in self.queries {
                 counts.push(query.execute(&mut *conn).await?.rows_affected());
