@@ -162,6 +162,19 @@ descendants() {
 }
 
 # User + system CPU ticks of these processes and their descendants.
+# threads PID: one line per thread of PID: id, name, CPU ticks, voluntary context switches.
+threads() {
+    local t
+    for t in /proc/"$1"/task/*; do
+        printf '%s\t%s\t%s\t%s\n' "${t##*/}" "$(cat "$t/comm" 2>/dev/null)" \
+            "$(awk '{ print $14 + $15 }' "$t/stat" 2>/dev/null || echo 0)" \
+            "$(awk '/^voluntary_ctxt_switches/ { print $2 }' "$t/status" 2>/dev/null || echo 0)"
+    done
+}
+
+# idle_ticks: the whole machine's idle CPU ticks so far (all cores), from /proc/stat.
+idle_ticks() { awk '/^cpu / { print $5; exit }' /proc/stat; }
+
 cpu_ticks() {
     local total=0 p t
     for p in $(for r in "$@"; do descendants "$r"; done); do

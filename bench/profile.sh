@@ -4,7 +4,9 @@
 #   bash bench/profile.sh orders sqlite|postgres [ORDERS]   callgrind instructions per order
 #   bash bench/profile.sh rpc [SECONDS]                     callgrind instructions per Cap'n Web call
 #                                                           (getUserProfile, WebSocket, 64 in flight)
-#   bash bench/profile.sh cpu sqlite|postgres [SECONDS]     CPU per order: ordermesh, PostgreSQL, load tool
+#   bash bench/profile.sh cpu sqlite|postgres [SECONDS]     CPU per order: ordermesh, PostgreSQL, load tool;
+#                                                           ordermesh's threads by kind, their sleeps
+#                                                           (context switches) per order, idle CPU
 #
 # callgrind counts instructions, not seconds, so its figures do not move with the machine's
 # load; start-up is excluded (counters zeroed after a warm-up). `cpu` runs the release binary
@@ -143,13 +145,18 @@ cpu)
     }
     ticks() { cpu_ticks "$OM_PID"; [[ ${#pg_pids[@]} -gt 0 ]] && cpu_ticks "${pg_pids[@]}" || echo 0; cpu_ticks "$load_pid"; }
     before=($(ticks) $(pg_counts))
+    threads "$OM_PID" >"$WORK/threads.before"
+    idle_before=$(idle_ticks)
     sleep "$secs"
+    idle_after=$(idle_ticks)
+    threads "$OM_PID" >"$WORK/threads.after"
     after=($(ticks) $(pg_counts))
     wait "$load_pid" || true
     python3 - "$WORK/cpu.json" "$CLK_TCK" "$secs" $((after[0] - before[0])) $((after[1] - before[1])) \
         $((after[2] - before[2])) "$backend" $((after[3] - before[3])) $((after[4] - before[4])) \
-        $((after[5] - before[5])) $((after[6] - before[6])) >"$RESULTS/profile-cpu-$backend.txt" <<'EOF2'
-import json, sys
+        $((after[5] - before[5])) $((after[6] - before[6])) "$WORK/threads.before" "$WORK/threads.after" \
+        $((idle_after - idle_before)) >"$RESULTS/profile-cpu-$backend.txt" <<'EOF2'
+import collections, json, re, sys
 report, hz, secs = json.load(open(sys.argv[1])), int(sys.argv[2]), float(sys.argv[3])
 om, pg, load = (int(sys.argv[i]) / hz / secs for i in (4, 5, 6))
 backend = sys.argv[7]
@@ -165,6 +172,31 @@ if commits and rate:
     orders = rate * secs
     print(f"PostgreSQL per order: {commits / orders:.1f} commits, {fetched / orders:.1f} rows fetched, "
           f"{inserted / orders:.1f} inserted, {updated / orders:.1f} updated")
+# ordermesh's threads grouped by kind (a trailing number dropped from the name): how much CPU
+# each kind used, and how often its threads went to sleep waiting (voluntary context
+# switches), per order. Each sleep is a hand-off to another thread and a wake-up back.
+def threads(path):
+    out = {}
+    for line in open(path):
+        tid, name, ticks, sleeps = line.rstrip("\n").split("\t")
+        out[tid] = (re.sub(r"[-_ ]?\d+$", "", name), int(ticks), int(sleeps))
+    return out
+before, after = threads(sys.argv[12]), threads(sys.argv[13])
+kinds = collections.defaultdict(lambda: [0, 0, 0])
+for tid, (name, ticks, sleeps) in after.items():
+    _, ticks0, sleeps0 = before.get(tid, (name, 0, 0))
+    kind = kinds[name]
+    kind[0] += 1
+    kind[1] += ticks - ticks0
+    kind[2] += sleeps - sleeps0
+if rate:
+    orders = rate * secs
+    print(f"ordermesh's threads by kind (CPU, and sleeps per order):")
+    for name, (count, ticks, sleeps) in sorted(kinds.items(), key=lambda k: -k[1][1]):
+        if ticks or sleeps:
+            print(f"  {name:<20} {count:>3} threads {ticks / hz / secs:.2f} cores {sleeps / orders:6.1f} sleeps")
+    cores = len([l for l in open("/proc/cpuinfo") if l.startswith("processor")])
+    print(f"machine idle: {int(sys.argv[14]) / hz / secs / cores * 100:.0f}% of {cores} cores")
 EOF2
     cat "$RESULTS/profile-cpu-$backend.txt" >&2
     ;;
