@@ -161,7 +161,6 @@ descendants() {
     for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do descendants "$c"; done
 }
 
-# User + system CPU ticks of these processes and their descendants.
 # threads PID: one line per thread of PID: id, name, CPU ticks, voluntary context switches.
 threads() {
     local t
@@ -175,6 +174,7 @@ threads() {
 # idle_ticks: the whole machine's idle CPU ticks so far (all cores), from /proc/stat.
 idle_ticks() { awk '/^cpu / { print $5; exit }' /proc/stat; }
 
+# User + system CPU ticks of these processes and their descendants.
 cpu_ticks() {
     local total=0 p t
     for p in $(for r in "$@"; do descendants "$r"; done); do

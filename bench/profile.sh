@@ -191,7 +191,7 @@ for tid, (name, ticks, sleeps) in after.items():
     kind[2] += sleeps - sleeps0
 if rate:
     orders = rate * secs
-    print(f"ordermesh's threads by kind (CPU, and sleeps per order):")
+    print("ordermesh's threads by kind (CPU, and sleeps per order):")
     for name, (count, ticks, sleeps) in sorted(kinds.items(), key=lambda k: -k[1][1]):
         if ticks or sleeps:
             print(f"  {name:<20} {count:>3} threads {ticks / hz / secs:.2f} cores {sleeps / orders:6.1f} sleeps")
