@@ -306,6 +306,12 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
     }
 }
 
+/// `count` placeholders numbered from `$first`, separated by commas, for an `IN (…)` list:
+/// `placeholders(3, 2)` is `$3, $4`.
+pub fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
 /// Escapes `%`, `_` and `\` so user text inside a LIKE pattern (used with `ESCAPE '\'`)
 /// matches literally.
 pub fn escape_like(s: &str) -> String {
@@ -337,6 +343,13 @@ pub fn rfc3339(ms: i64) -> String {
 mod tests {
     use super::*;
     use sqlx::Connection;
+
+    #[test]
+    fn placeholders_count_from_the_first() {
+        assert_eq!(placeholders(1, 1), "$1");
+        assert_eq!(placeholders(3, 3), "$3, $4, $5");
+        assert_eq!(placeholders(1, 0), "");
+    }
 
     #[test]
     fn like_patterns_are_escaped() {

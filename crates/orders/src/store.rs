@@ -1,6 +1,6 @@
 //! The orders service's SQL: orders, their items and history, idempotency keys, the outbox.
 
-use kit::db::{AnyQuery, Db, Statements, now_ms};
+use kit::db::{AnyQuery, Db, Statements, now_ms, placeholders};
 use kit::pagination::PageRequest;
 use sqlx::{AnyConnection, Row};
 
@@ -346,8 +346,7 @@ impl Store {
     async fn update_listed(&self, prefix: &str, first: Option<i64>, ids: &[String]) -> Result<()> {
         let offset = usize::from(first.is_some()) + 1;
         for chunk in ids.chunks(200) {
-            let placeholders: Vec<String> = (offset..chunk.len() + offset).map(|i| format!("${i}")).collect();
-            let sql = format!("{prefix} ({})", placeholders.join(", "));
+            let sql = format!("{prefix} ({})", placeholders(offset, chunk.len()));
             let mut q = sqlx::query(&sql);
             if let Some(v) = first {
                 q = q.bind(v);
@@ -388,11 +387,10 @@ impl Store {
 async fn items_of(conn: &mut AnyConnection, order_ids: &[String]) -> Result<Vec<ItemRow>> {
     let mut out = Vec::new();
     for chunk in order_ids.chunks(200) {
-        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT order_id, line_no, product_id, sku, name, unit_price_cents, quantity FROM order_items
              WHERE order_id IN ({}) ORDER BY order_id, line_no",
-            placeholders.join(", ")
+            placeholders(1, chunk.len())
         );
         let mut q = sqlx::query_as::<_, ItemRow>(&sql);
         for id in chunk {

@@ -1,7 +1,7 @@
 //! Order events applied exactly once: the event id is recorded in the transaction of its effect,
 //! a batch of events in one transaction.
 
-use kit::db::{Statements, now_ms};
+use kit::db::{Statements, now_ms, placeholders};
 use sqlx::Row;
 
 use super::reservations::{commit_if_held, commit_in, lock_for_settling, release_in};
@@ -118,10 +118,9 @@ impl Store {
     pub async fn processed_events_for(&self, order_ids: &[String]) -> Result<Vec<(String, String)>> {
         let mut out = Vec::new();
         for chunk in order_ids.chunks(200) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "SELECT order_id, event_type FROM processed_events WHERE order_id IN ({}) ORDER BY order_id",
-                placeholders.join(", ")
+                placeholders(1, chunk.len())
             );
             let mut q = sqlx::query(&sql);
             for id in chunk {

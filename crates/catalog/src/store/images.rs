@@ -3,7 +3,7 @@
 //! product's row lock (two administrators arranging one product's pictures at once queue
 //! instead of interleaving) and changes the product's ETag, as any other edit does.
 
-use kit::db::now_ms;
+use kit::db::{now_ms, placeholders};
 use sqlx::{AnyConnection, Row};
 
 use super::Store;
@@ -138,10 +138,9 @@ impl Store {
             return Ok(Vec::new());
         }
         // A page holds at most 100 products; their ids are numbers, bound one by one.
-        let placeholders: Vec<String> = (1..=product_ids.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT {IMAGE_COLUMNS} FROM product_images WHERE product_id IN ({}) ORDER BY product_id, position",
-            placeholders.join(", ")
+            placeholders(1, product_ids.len())
         );
         let mut query = sqlx::query_as::<_, ImageRow>(&sql);
         for id in product_ids {

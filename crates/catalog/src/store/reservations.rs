@@ -1,6 +1,6 @@
 //! Reservations: every line or none, then committed, released or expired, each exactly once.
 
-use kit::db::{AnyQuery, Backend, Statements, now_ms};
+use kit::db::{AnyQuery, Backend, Statements, now_ms, placeholders};
 use sqlx::{AnyConnection, Row};
 
 use super::*;
@@ -205,7 +205,6 @@ async fn by_id_or_sku(conn: &mut AnyConnection, lines: &[(ProductRef, i64)]) -> 
     if ids.is_empty() && skus.is_empty() {
         return Ok(Vec::new());
     }
-    let placeholders = |from: usize, n: usize| (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
     let mut wanted = Vec::new();
     if !ids.is_empty() {
         wanted.push(format!("id IN ({})", placeholders(1, ids.len())));
@@ -387,8 +386,7 @@ pub(super) async fn lock_for_settling(conn: &mut AnyConnection, reservations: &[
     if Backend::of(conn) == Backend::Sqlite || reservations.is_empty() {
         return Ok(());
     }
-    let list: Vec<String> = (1..=reservations.len()).map(|i| format!("${i}")).collect();
-    let list = list.join(", ");
+    let list = placeholders(1, reservations.len());
     for sql in [
         format!("SELECT id FROM reservations WHERE id IN ({list}) ORDER BY id FOR UPDATE"),
         format!(
